@@ -1,0 +1,95 @@
+// Package conffmt turns metad.conf text into validated, fully defaulted
+// services, and prints services back as canonical config text.
+//
+// It owns the config language: word splitting, comments, continuation
+// lines, classes, options, their defaults and their checks, and the
+// FILE:LINE:COL errors an administrator sees. It does not start, watch or
+// signal anything, and it imports no other package of metad. Host lookups
+// (users, programs, port names) go through a Resolver so that they can be
+// replaced in tests.
+package conffmt
+
+import (
+	"net/netip"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Class is the kind of a service: how and when its instances are started.
+type Class uint8
+
+// The three classes of the original metad.
+const (
+	Daemon   Class = iota + 1 // kept running: min, max, period
+	Listener                  // one process handed the listening socket as fd 3
+	Stream                    // one process per accepted connection
+)
+
+// String returns the class as it is spelled in the config file.
+func (c Class) String() string {
+	switch c {
+	case Daemon:
+		return "daemon"
+	case Listener:
+		return "listener"
+	case Stream:
+		return "stream"
+	default:
+		return "class(" + strconv.Itoa(int(c)) + ")"
+	}
+}
+
+// Pos is a position in a config file; Line and Col count from 1, Col in
+// bytes.
+type Pos struct {
+	Line, Col int
+}
+
+// Credential is a resolved user=USER[:GROUP] option. User and Group keep
+// the text as written, for printing; the numbers are what a child runs as.
+type Credential struct {
+	User   string   // as written: a name or a number
+	Group  string   // as written; "" when the user's primary group applies
+	UID    uint32   // resolved user id
+	GID    uint32   // resolved primary group id
+	Groups []uint32 // supplementary groups; empty when Group is set
+}
+
+// Service is one line of a config file, checked and with every default
+// filled in. The zero value is not a valid service; Parse is the only
+// intended producer.
+type Service struct {
+	Name  string
+	Class Class
+	Pos   Pos // where the service's name stands in its file
+
+	Min     int           // daemon: instances kept running; listener: 1 starts it at once
+	Max     int           // most instances at once, held backoff slots included
+	Period  time.Duration // daemon: start one every Period while fewer than Max run; 0 means never
+	Dir     string        // working directory
+	User    *Credential   // nil: metad's own user and groups
+	Pidfile string        // daemon: the program daemonizes and writes its real pid here
+	Watch   bool          // watch_output: log the program's stdout and stderr line by line
+	Enabled bool          // initial state
+	Env     []string      // NAME=VALUE pairs added to metad's environment, in file order
+	Crash   time.Duration // a failed run shorter than this is a crash
+	Backoff time.Duration // ceiling of the exponential backoff
+	Stop    syscall.Signal
+	Argv0   string // argv[0] given to the program
+
+	Port    int        // listener, stream: TCP port
+	Addr    netip.Addr // listener, stream: the zero Addr means every address, IPv4 and IPv6
+	Backlog int        // listener, stream: listen(2) backlog
+
+	Program string   // as written in the file
+	Path    string   // Program resolved: an absolute path
+	Args    []string // arguments after the program, not including argv[0]
+}
+
+// Argv returns the argument vector the program is started with.
+func (s *Service) Argv() []string {
+	argv := make([]string, 0, 1+len(s.Args))
+	argv = append(argv, s.Argv0)
+	return append(argv, s.Args...)
+}

@@ -1,0 +1,75 @@
+package supervise
+
+import (
+	"syscall"
+	"time"
+)
+
+// maxShift bounds the exponent of the backoff so that 1s<<k cannot
+// overflow a time.Duration; 1s<<32 is far beyond any sensible ceiling.
+const maxShift = 32
+
+// Delay is the wait before the next automatic start after the k-th crash in
+// a row: min(1s * 2^(k-1), ceiling). No crash (k <= 0) means no wait.
+func Delay(k int, ceiling time.Duration) time.Duration {
+	if k <= 0 {
+		return 0
+	}
+	shift := k - 1
+	if shift > maxShift {
+		shift = maxShift
+	}
+	d := time.Second << shift
+	if d > ceiling {
+		return ceiling
+	}
+	return d
+}
+
+// Outcome classifies how one run of an instance ended.
+type Outcome uint8
+
+const (
+	// Clean: exit status 0, or ended by the signal metad sent it.
+	Clean Outcome = iota
+	// Failed: failed after running at least the crash window.
+	Failed
+	// Crashed: failed within the crash window; counts towards backoff.
+	Crashed
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Clean:
+		return "clean"
+	case Failed:
+		return "failed"
+	case Crashed:
+		return "crashed"
+	default:
+		return "outcome(?)"
+	}
+}
+
+// Classify says how a run that lasted ran ended. code is the exit status
+// (-1 when killed by a signal), sig the killing signal (0 when it exited),
+// and asked whether metad had asked the instance to stop: whatever an
+// instance does once asked to stop is not a failure.
+func Classify(ran, window time.Duration, code int, sig syscall.Signal, asked bool) Outcome {
+	if asked || (sig == 0 && code == 0) {
+		return Clean
+	}
+	if ran < window {
+		return Crashed
+	}
+	return Failed
+}
+
+// NextCrashes is the crash count after a run with outcome o, given k crashes
+// in a row before it: a crash adds one, anything else resets the count.
+func NextCrashes(k int, o Outcome) int {
+	if o == Crashed {
+		return k + 1
+	}
+	return 0
+}

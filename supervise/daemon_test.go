@@ -1,0 +1,402 @@
+package supervise
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"metad/conffmt"
+	"metad/init"
+)
+
+// fakeProcs stands in for the reaper: it hands out pids, remembers when
+// each instance was started, and lets the test end them.
+type fakeProcs struct {
+	mu      sync.Mutex
+	next    int
+	running map[int]func(initsys.Exit)
+	starts  []time.Time
+	signals []sent
+	failing bool // Spawn fails like a missing program
+	onStart func(pid int)
+}
+
+type sent struct {
+	pid int
+	sig syscall.Signal
+}
+
+func newFakeProcs() *fakeProcs {
+	return &fakeProcs{next: 1000, running: make(map[int]func(initsys.Exit))}
+}
+
+func (f *fakeProcs) Spawn(p *initsys.Proc, done func(initsys.Exit)) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failing {
+		return 0, syscall.ENOENT
+	}
+	f.next++
+	f.running[f.next] = done
+	f.starts = append(f.starts, time.Now())
+	if f.onStart != nil {
+		go f.onStart(f.next)
+	}
+	return f.next, nil
+}
+
+func (f *fakeProcs) Adopt(pid int, done func(initsys.Exit)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.running[pid] = done
+	return nil
+}
+
+// end makes pid exit with status ws.
+func (f *fakeProcs) end(pid int, ws unix.WaitStatus) {
+	f.mu.Lock()
+	done := f.running[pid]
+	delete(f.running, pid)
+	f.mu.Unlock()
+	if done != nil {
+		done(initsys.Exit{PID: pid, Status: ws, Time: time.Now()})
+	}
+}
+
+// signal records a signal and, like a process that obeys, ends the
+// group's process with it (SIGKILL always; other signals unless ignored).
+func (f *fakeProcs) signal(ignore syscall.Signal) func(int, syscall.Signal) error {
+	return func(pid int, sig syscall.Signal) error {
+		f.mu.Lock()
+		f.signals = append(f.signals, sent{pid, sig})
+		f.mu.Unlock()
+		if pid < 0 {
+			pid = -pid
+		}
+		if sig != ignore || sig == syscall.SIGKILL {
+			go f.end(pid, unix.WaitStatus(sig))
+		}
+		return nil
+	}
+}
+
+func (f *fakeProcs) pids() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for pid := range f.running {
+		out = append(out, pid)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (f *fakeProcs) startTimes() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.starts)
+}
+
+func exitCode(c int) unix.WaitStatus { return unix.WaitStatus(c << 8) }
+
+// daemon returns a defaulted daemon service as conffmt would.
+func daemon(name string, min, max int) conffmt.Service {
+	return conffmt.Service{
+		Name: name, Class: conffmt.Daemon, Min: min, Max: max, Enabled: true,
+		Dir: "/", Crash: 10 * time.Second, Backoff: 5 * time.Minute, Stop: syscall.SIGTERM,
+		Program: "/bin/true", Path: "/bin/true", Argv0: "/bin/true",
+	}
+}
+
+func newTestSupervisor(t *testing.T, f *fakeProcs, ignore syscall.Signal, svcs ...conffmt.Service) *Supervisor {
+	t.Helper()
+	s, err := New(Config{Log: zerolog.Nop(), Procs: f, Signal: f.signal(ignore), StopTimeout: 10 * time.Second, Env: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Load(svcs); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func shutdown(t *testing.T, s *Supervisor) {
+	t.Helper()
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+// offsets returns each time as its distance from t0.
+func offsets(t0 time.Time, ts []time.Time) []time.Duration {
+	out := make([]time.Duration, len(ts))
+	for i, t := range ts {
+		out[i] = t.Sub(t0)
+	}
+	return out
+}
+
+func TestDaemonCrashLoopBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		f := newFakeProcs()
+		f.onStart = func(pid int) { f.end(pid, exitCode(1)) } // crashes at once
+		svc := daemon("crashy", 1, 1)
+		svc.Backoff = 8 * time.Second
+		s := newTestSupervisor(t, f, 0, svc)
+		time.Sleep(40 * time.Second)
+		synctest.Wait()
+		got := offsets(t0, f.startTimes())
+		want := []time.Duration{0, 1 * time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second, 23 * time.Second, 31 * time.Second, 39 * time.Second}
+		if !slices.Equal(got, want) {
+			t.Errorf("got starts at %v, want %v", got, want)
+		}
+		st, _ := s.List("crashy")
+		if st[0].Crashes != 8 || st[0].State != "backoff" {
+			t.Errorf("got crashes %d state %s, want 8 backoff", st[0].Crashes, st[0].State)
+		}
+		f.mu.Lock()
+		f.onStart = nil
+		f.mu.Unlock()
+		shutdown(t, s)
+	})
+}
+
+func TestDaemonCleanExitRestartsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		f := newFakeProcs()
+		n := 0
+		f.onStart = func(pid int) {
+			if n < 3 {
+				n++
+				f.end(pid, exitCode(0))
+			}
+		}
+		s := newTestSupervisor(t, f, 0, daemon("once", 1, 1))
+		synctest.Wait()
+		got := offsets(t0, f.startTimes())
+		if want := []time.Duration{0, 0, 0, 0}; !slices.Equal(got, want) {
+			t.Errorf("got starts at %v, want %v", got, want)
+		}
+		shutdown(t, s)
+	})
+}
+
+func TestDaemonHealthyRunResetsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		f := newFakeProcs()
+		s := newTestSupervisor(t, f, 0, daemon("flaky", 1, 1))
+		synctest.Wait()
+		// Two crashes: restarts after 1s, then 2s.
+		for range 2 {
+			f.end(f.pids()[0], exitCode(2))
+			time.Sleep(time.Minute)
+			synctest.Wait()
+		}
+		// A failure after a long run is not a crash: restarted at once.
+		f.end(f.pids()[0], exitCode(2))
+		synctest.Wait()
+		got := offsets(t0, f.startTimes())
+		want := []time.Duration{0, 1 * time.Second, 60*time.Second + 2*time.Second, 120 * time.Second}
+		if !slices.Equal(got, want) {
+			t.Errorf("got starts at %v, want %v", got, want)
+		}
+		st, _ := s.List()
+		if st[0].Restarts != 3 || st[0].Crashes != 0 {
+			t.Errorf("got restarts %d crashes %d, want 3 and 0", st[0].Restarts, st[0].Crashes)
+		}
+		shutdown(t, s)
+	})
+}
+
+func TestDaemonMinMax(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeProcs()
+		s := newTestSupervisor(t, f, 0, daemon("three", 3, 3))
+		synctest.Wait()
+		pids := f.pids()
+		if len(pids) != 3 {
+			t.Fatalf("got %d instances, want 3", len(pids))
+		}
+		if err := s.Start("three"); err == nil {
+			t.Errorf("start at max: got no error, want one")
+		}
+		if err := s.Kill("three", syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if got := f.pids(); len(got) != 3 || slices.Contains(got, pids[0]) {
+			t.Errorf("got instances %v, want 3 new ones", got)
+		}
+		if got := len(f.startTimes()); got != 6 {
+			t.Errorf("got %d starts, want 6", got)
+		}
+		shutdown(t, s)
+	})
+}
+
+func TestDaemonPeriod(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		f := newFakeProcs()
+		svc := daemon("hourly", 0, 1)
+		svc.Period = time.Hour
+		s := newTestSupervisor(t, f, 0, svc)
+		synctest.Wait()
+		if n := len(f.startTimes()); n != 0 {
+			t.Fatalf("got %d starts before the first period, want 0", n)
+		}
+		time.Sleep(time.Hour + time.Minute)
+		synctest.Wait()
+		// Still running at 2h: that period is skipped.
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		f.end(f.pids()[0], exitCode(0))
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		got := offsets(t0, f.startTimes())
+		if want := []time.Duration{time.Hour, 3 * time.Hour}; !slices.Equal(got, want) {
+			t.Errorf("got starts at %v, want %v", got, want)
+		}
+		shutdown(t, s)
+	})
+}
+
+func TestDaemonPeriodUpToMax(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		f := newFakeProcs()
+		svc := daemon("grow", 1, 3)
+		svc.Period = time.Minute
+		s := newTestSupervisor(t, f, 0, svc)
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		got := offsets(t0, f.startTimes())
+		if want := []time.Duration{0, time.Minute, 2 * time.Minute}; !slices.Equal(got, want) {
+			t.Errorf("got starts at %v, want %v", got, want)
+		}
+		shutdown(t, s)
+	})
+}
+
+func TestManualStartOverridesBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		f := newFakeProcs()
+		s := newTestSupervisor(t, f, 0, daemon("svc", 1, 1))
+		synctest.Wait()
+		for range 5 { // five crashes: the next start waits 16s
+			f.end(f.pids()[0], exitCode(1))
+			time.Sleep(time.Minute)
+			synctest.Wait()
+		}
+		f.end(f.pids()[0], exitCode(1))
+		synctest.Wait()
+		if err := s.Start("svc"); err != nil {
+			t.Fatal(err)
+		}
+		starts := f.startTimes()
+		if got, want := starts[len(starts)-1].Sub(t0), 5*time.Minute; got != want {
+			t.Errorf("manual start at %v, want %v", got, want)
+		}
+		st, _ := s.List("svc")
+		if st[0].Crashes != 0 || len(st[0].Instances) != 1 {
+			t.Errorf("got crashes %d, %d instances, want 0 and 1", st[0].Crashes, len(st[0].Instances))
+		}
+		shutdown(t, s)
+	})
+}
+
+func TestStopEscalatesToKill(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeProcs()
+		s := newTestSupervisor(t, f, syscall.SIGTERM, daemon("stubborn", 2, 2))
+		synctest.Wait()
+		t0 := time.Now()
+		if err := s.Stop("stubborn"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if n := len(f.pids()); n != 2 {
+			t.Fatalf("got %d instances after SIGTERM, want 2 (they ignore it)", n)
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if n := len(f.pids()); n != 0 {
+			t.Errorf("got %d instances after the stop timeout, want 0", n)
+		}
+		if got := time.Since(t0); got != 10*time.Second {
+			t.Errorf("killed after %v, want 10s", got)
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var sigs []syscall.Signal
+		for _, s := range f.signals {
+			sigs = append(sigs, s.sig)
+		}
+		want := []syscall.Signal{syscall.SIGTERM, syscall.SIGTERM, syscall.SIGKILL, syscall.SIGKILL}
+		if !slices.Equal(sigs, want) {
+			t.Errorf("got signals %v, want %v", sigs, want)
+		}
+		if n := len(f.starts); n != 2 {
+			t.Errorf("got %d starts, want 2 (a stopped service is not restarted)", n)
+		}
+		f.mu.Unlock()
+		shutdown(t, s)
+		f.mu.Lock()
+	})
+}
+
+func TestDisabledStartsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeProcs()
+		svc := daemon("off", 1, 1)
+		svc.Enabled = false
+		s := newTestSupervisor(t, f, 0, svc)
+		synctest.Wait()
+		if n := len(f.startTimes()); n != 0 {
+			t.Fatalf("got %d starts while disabled, want 0", n)
+		}
+		if err := s.Enable("off"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if err := s.Disable("off"); err != nil {
+			t.Fatal(err)
+		}
+		f.end(f.pids()[0], exitCode(0))
+		synctest.Wait()
+		if n := len(f.startTimes()); n != 1 {
+			t.Errorf("got %d starts, want 1", n)
+		}
+		if err := s.Enable("nope"); err == nil {
+			t.Errorf("enable of an unknown service: got no error")
+		}
+		shutdown(t, s)
+	})
+}
+
+func TestMissingProgramBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeProcs()
+		f.failing = true
+		s := newTestSupervisor(t, f, 0, daemon("gone", 1, 1))
+		time.Sleep(6 * time.Second)
+		synctest.Wait()
+		st, _ := s.List("gone")
+		// Failed starts at 0, 1s, 3s: the fourth is due at 7s.
+		if st[0].Crashes != 3 {
+			t.Errorf("got %d failed starts in 6s, want 3", st[0].Crashes)
+		}
+		shutdown(t, s)
+	})
+}

@@ -1,0 +1,88 @@
+package supervise
+
+import (
+	"os"
+	"syscall"
+
+	"metad/conffmt"
+	"metad/init"
+)
+
+// spec is everything needed to start an instance of a service, worked out
+// once per config so that starting one (for a stream: once per connection)
+// does no lookups and builds no strings.
+type spec struct {
+	path string
+	argv []string
+	env  []string
+	dir  string
+	cred *syscall.Credential
+}
+
+// newSpec prepares the exec parameters of c on top of the environment base.
+func newSpec(c *conffmt.Service, base []string) *spec {
+	env := make([]string, 0, len(base)+len(c.Env))
+	env = append(env, base...)
+	env = append(env, c.Env...)
+	return &spec{
+		path: c.Path,
+		argv: c.Argv(),
+		env:  mergeEnv(env),
+		dir:  c.Dir,
+		cred: credential(c.User),
+	}
+}
+
+// proc returns the Proc for one instance with the given descriptors.
+func (sp *spec) proc(files []int, extraEnv ...string) *initsys.Proc {
+	env := sp.env
+	if len(extraEnv) > 0 {
+		env = mergeEnv(append(append(make([]string, 0, len(env)+len(extraEnv)), env...), extraEnv...))
+	}
+	return &initsys.Proc{
+		Path:   sp.path,
+		Argv:   sp.argv,
+		Env:    env,
+		Dir:    sp.dir,
+		Files:  files,
+		Cred:   sp.cred,
+		Setsid: true,
+	}
+}
+
+// mergeEnv keeps the last value of each NAME, in the order names first
+// appear, so that env= in the config overrides metad's environment.
+func mergeEnv(env []string) []string {
+	index := make(map[string]int, len(env))
+	out := env[:0:0]
+	for _, kv := range env {
+		name := kv
+		for i := 0; i < len(kv); i++ {
+			if kv[i] == '=' {
+				name = kv[:i]
+				break
+			}
+		}
+		if i, ok := index[name]; ok {
+			out[i] = kv
+			continue
+		}
+		index[name] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+// credential converts a config user to what the kernel needs. When metad
+// is not root it cannot call setgroups(2), so a service that names metad's
+// own user keeps metad's groups instead of failing to start.
+func credential(u *conffmt.Credential) *syscall.Credential {
+	if u == nil {
+		return nil
+	}
+	c := &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
+	if os.Geteuid() != 0 {
+		c.NoSetGroups = true
+	}
+	return c
+}
