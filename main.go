@@ -48,6 +48,8 @@ func main() {
 	name := filepath.Base(os.Args[0])
 	args := os.Args[1:]
 	switch {
+	case os.Args[0] == supervise.ShimArgv0:
+		os.Exit(supervise.ExecShim(args))
 	case name == "metac":
 		os.Exit(netctl.Main("metac", args, version, os.Stdout, os.Stderr))
 	case len(args) > 0 && args[0] == "ctl":
@@ -108,7 +110,7 @@ func parseOptions(args []string) (*options, error) {
 			o.confGiven = true
 		}
 	})
-	if _, ok := os.LookupEnv("METAD_CONF"); ok {
+	if os.Getenv("METAD_CONF") != "" {
 		o.confGiven = true
 	}
 	rest := fs.Args()
@@ -153,6 +155,7 @@ func newLogger(format, level string) zerolog.Logger {
 		}
 	}
 	lvl, _ := zerolog.ParseLevel(level)
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" // milliseconds: backoff delays show in the times
 	var w io.Writer = os.Stderr
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.DateTime, NoColor: !isTerminal(2)}
@@ -214,6 +217,15 @@ func loadConfig(o *options) ([]conffmt.Service, error) {
 // serve runs metad until shutdown and returns its exit status. As PID 1 of
 // the machine it never returns.
 func serve(o *options, log zerolog.Logger) int {
+	// Take the sockets handed to metad, then let no other inherited
+	// descriptor reach a child.
+	inherited, err := supervise.InheritListeners()
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot use every inherited socket")
+	}
+	if err := initsys.CloseOnExecAll(); err != nil {
+		log.Warn().Err(err).Msg("cannot mark inherited descriptors close-on-exec")
+	}
 	// Signals first: Go's default for TERM, INT and HUP is to exit.
 	sigs := make(chan os.Signal, 64)
 	initsys.Notify(sigs)
@@ -243,10 +255,14 @@ func serve(o *options, log zerolog.Logger) int {
 	if len(o.command) > 0 {
 		mode = initsys.Command
 	}
-	status, final := run(o, log, reaper, sigs, mode)
+	status, final := run(o, log, reaper, sigs, mode, inherited)
 
 	if pid1 {
-		reaper.Drain(context.Background(), o.stopTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), o.stopTimeout+shutdownSlack)
+		if err := reaper.Drain(ctx, o.stopTimeout); err != nil {
+			log.Error().Err(err).Msg("cannot end every process")
+		}
+		cancel()
 	}
 	if machine {
 		log.Info().Stringer("action", final).Msg("system going down")
@@ -259,16 +275,17 @@ func serve(o *options, log zerolog.Logger) int {
 	return status
 }
 
-// run loads the config, starts the services (and the command), handles
-// signals until shutdown, and stops everything. It returns the exit status
-// and, for PID 1 of a machine, what to do last.
-func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.Signal, mode initsys.Mode) (int, initsys.Final) {
+// run loads the config, starts the services, the control servers and, in
+// command mode, the command; handles events until shutdown; and stops
+// everything. It returns the exit status and, for PID 1 of a machine,
+// what to do last.
+func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.Signal, mode initsys.Mode, inherited *supervise.Inherited) (int, initsys.Final) {
 	svcs, err := loadConfig(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return exitFail, initsys.Poweroff
 	}
-	sup, err := supervise.New(supervise.Config{Log: log, Procs: reaper, StopTimeout: o.stopTimeout})
+	sup, err := supervise.New(supervise.Config{Log: log, Procs: reaper, StopTimeout: o.stopTimeout, Inherited: inherited})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start supervisor")
 		return exitFail, initsys.Poweroff
@@ -277,58 +294,105 @@ func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.
 		log.Error().Err(err).Msg("cannot load services")
 		return exitFail, initsys.Poweroff
 	}
+	d := &daemon{o: o, log: log, sup: sup, mode: mode, sigs: sigs, finals: make(chan initsys.Final, 1), cmdExit: make(chan initsys.Exit, 1)}
+	ctx, stopControl := context.WithCancel(context.Background())
+	defer stopControl()
+	if err := startControl(ctx, o, log, sup, d); err != nil {
+		log.Error().Err(err).Msg("cannot start control")
+	}
 	log.Info().Str("config", o.conf).Int("services", len(svcs)).Str("version", version).Msg("metad started")
 
 	status, final := exitOK, initsys.Poweroff
-	cmdPid, cmdExit := 0, make(chan initsys.Exit, 1)
 	if mode == initsys.Command {
-		cmdPid, status = startCommand(o.command, reaper, cmdExit)
+		d.cmdPid, status = startCommand(o.command, reaper, d.cmdExit)
 	}
-	if mode == initsys.Config || cmdPid != 0 {
-		status, final = wait(o, log, sigs, mode, cmdPid, cmdExit)
+	if mode == initsys.Config || d.cmdPid != 0 {
+		status, final = d.wait()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.stopTimeout+shutdownSlack)
+	stopCtx, cancel := context.WithTimeout(context.Background(), o.stopTimeout+shutdownSlack)
 	defer cancel()
-	if err := sup.Shutdown(ctx); err != nil {
+	if err := sup.Shutdown(stopCtx); err != nil {
 		log.Error().Err(err).Msg("cannot stop every service in time")
 	}
 	log.Info().Int("status", status).Msg("metad stopped")
 	return status, final
 }
 
-// wait handles signals until it is time to shut down: a shutdown signal,
-// or in command mode the command's exit. It returns the exit status and
-// what PID 1 of a machine does last.
-func wait(o *options, log zerolog.Logger, sigs <-chan os.Signal, mode initsys.Mode, cmdPid int, cmdExit <-chan initsys.Exit) (int, initsys.Final) {
+// daemon is the running metad: the event loop of main, and the system
+// actions (reload, shutdown) that control requests ask for.
+type daemon struct {
+	o       *options
+	log     zerolog.Logger
+	sup     *supervise.Supervisor
+	mode    initsys.Mode
+	sigs    <-chan os.Signal
+	finals  chan initsys.Final // shutdown requests from control
+	cmdPid  int
+	cmdExit chan initsys.Exit
+}
+
+// wait handles signals until it is time to shut down: a shutdown signal or
+// request, or in command mode the command's exit. It returns the exit
+// status and what PID 1 of a machine does last.
+func (d *daemon) wait() (int, initsys.Final) {
 	for {
 		select {
-		case e := <-cmdExit:
-			log.Info().Int("pid", e.PID).Str("status", e.String()).Msg("command exited")
+		case e := <-d.cmdExit:
+			d.log.Info().Int("pid", e.PID).Str("status", e.String()).Msg("command exited")
 			return e.Code(), initsys.Poweroff
-		case sig := <-sigs:
+		case f := <-d.finals:
+			d.log.Info().Stringer("action", f).Msg("shutting down on request")
+			return exitOK, f
+		case sig := <-d.sigs:
 			s := sig.(syscall.Signal)
-			switch initsys.Policy(s, mode) {
+			switch initsys.Policy(s, d.mode) {
 			case initsys.Shutdown:
-				log.Info().Stringer("signal", s).Msg("shutting down")
+				d.log.Info().Stringer("signal", s).Msg("shutting down")
 				if s == syscall.SIGINT {
 					return exitOK, initsys.Reboot
 				}
 				return exitOK, initsys.Poweroff
 			case initsys.Reload:
-				reload(o, log)
-			case initsys.Forward:
-				if err := initsys.Forward(cmdPid, s, o.group); err != nil {
-					log.Warn().Err(err).Stringer("signal", s).Msg("cannot forward signal")
+				if err := d.Reload(); err != nil {
+					for _, line := range strings.Split(err.Error(), "\n") {
+						d.log.Error().Msg(line)
+					}
+				}
+			case initsys.Relay:
+				if err := initsys.Forward(d.cmdPid, s, d.o.group); err != nil {
+					d.log.Warn().Err(err).Stringer("signal", s).Msg("cannot forward signal")
 				}
 			default:
-				log.Debug().Stringer("signal", s).Msg("ignored signal")
+				d.log.Debug().Stringer("signal", s).Msg("ignored signal")
 			}
 		}
 	}
 }
 
+// Shutdown asks the event loop to stop everything and then do f. It does
+// not wait.
+func (d *daemon) Shutdown(f initsys.Final) {
+	select {
+	case d.finals <- f:
+	default: // a shutdown is already under way
+	}
+}
+
+// Reload re-reads the config file. Applying a changed config to running
+// services is not done yet: the file is checked and its errors returned,
+// and the services keep their loaded settings.
+func (d *daemon) Reload() error {
+	if _, err := conffmt.Load(d.o.conf, nil); err != nil {
+		return err
+	}
+	d.log.Warn().Str("config", d.o.conf).Msg("config is valid; applying changes needs a restart of metad")
+	return nil
+}
+
 // startCommand starts the main process of command mode. It returns its
 // pid, or 0 and the exit status a shell would give when it cannot start.
+// On a terminal where metad is in the foreground, the command gets the
+// foreground process group, so that job control and Ctrl-C reach it.
 func startCommand(argv []string, reaper *initsys.Reaper, exited chan<- initsys.Exit) (int, int) {
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
@@ -339,7 +403,7 @@ func startCommand(argv []string, reaper *initsys.Reaper, exited chan<- initsys.E
 		return 0, exitNoExec
 	}
 	p := &initsys.Proc{Path: path, Argv: argv, Env: os.Environ(), Files: []int{0, 1, 2}}
-	if isTerminal(0) {
+	if initsys.InForeground(0) {
 		p.Foreground = true
 	} else {
 		p.Setsid = true
@@ -347,23 +411,7 @@ func startCommand(argv []string, reaper *initsys.Reaper, exited chan<- initsys.E
 	pid, err := reaper.Spawn(p, func(e initsys.Exit) { exited <- e })
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "metad: %v\n", err)
-		if errors.Is(err, syscall.ENOENT) {
-			return 0, exitNoCmd
-		}
-		return 0, exitNoExec
+		return 0, initsys.StartCode(err)
 	}
 	return pid, exitOK
-}
-
-// reload re-reads the config on SIGHUP. Applying a changed config to
-// running services is not done yet: a changed file is checked and its
-// errors logged, and the services keep their loaded settings.
-func reload(o *options, log zerolog.Logger) {
-	if _, err := conffmt.Load(o.conf, nil); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			log.Error().Msg(line)
-		}
-		return
-	}
-	log.Warn().Str("config", o.conf).Msg("config is valid; applying changes needs a restart of metad")
 }

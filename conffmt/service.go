@@ -52,33 +52,33 @@ type Credential struct {
 	User   string   // as written: a name or a number
 	Group  string   // as written; "" when the user's primary group applies
 	UID    uint32   // resolved user id
-	GID    uint32   // resolved primary group id
-	Groups []uint32 // supplementary groups; empty when Group is set
+	GID    uint32   // resolved primary group id, or GROUP's
+	Groups []uint32 // the groups to set with setgroups(2): the user's, primary first; nil when Group is set or the user has no passwd entry
 }
 
 // Service is one line of a config file, checked and with every default
 // filled in. The zero value is not a valid service; Parse is the only
-// intended producer.
+// intended producer. Fields that do not apply to the class are zero.
 type Service struct {
 	Name  string
 	Class Class
 	Pos   Pos // where the service's name stands in its file
 
-	Min     int           // daemon: instances kept running; listener: 1 starts it at once
-	Max     int           // most instances at once, held backoff slots included
-	Period  time.Duration // daemon: start one every Period while fewer than Max run; 0 means never
-	Dir     string        // working directory
-	User    *Credential   // nil: metad's own user and groups
-	Pidfile string        // daemon: the program daemonizes and writes its real pid here
-	Watch   bool          // watch_output: log the program's stdout and stderr line by line
-	Enabled bool          // initial state
-	Env     []string      // NAME=VALUE pairs added to metad's environment, in file order
-	Crash   time.Duration // a failed run shorter than this is a crash
-	Backoff time.Duration // ceiling of the exponential backoff
-	Stop    syscall.Signal
-	Argv0   string // argv[0] given to the program
+	Min     int            // daemon: instances kept running; listener: 1 starts it at once, 0 on the first connection
+	Max     int            // most instances at once, held backoff slots included; a listener's is 1
+	Period  time.Duration  // daemon: start one every Period while fewer than Max run; 0 means never
+	Dir     string         // working directory, absolute
+	User    *Credential    // nil: metad's own user and groups
+	Pidfile string         // daemon, absolute: the program daemonizes and writes its real pid here; Max is then 1
+	Watch   bool           // watch_output: log the program's stdout and stderr line by line
+	Enabled bool           // initial state
+	Env     []string       // NAME=VALUE pairs added to metad's environment, in file order; a later NAME wins
+	Crash   time.Duration  // a failed run shorter than this is a crash; more than 0
+	Backoff time.Duration  // ceiling of the exponential backoff; more than 0
+	Stop    syscall.Signal // signal that stops an instance; never a job-control signal
+	Argv0   string         // argv[0] given to the program
 
-	Port    int        // listener, stream: TCP port
+	Port    int        // listener, stream: TCP port, 1 to 65535
 	Addr    netip.Addr // listener, stream: the zero Addr means every address, IPv4 and IPv6
 	Backlog int        // listener, stream: listen(2) backlog
 

@@ -197,16 +197,17 @@ func TestDaemonHealthyRunResetsBackoff(t *testing.T) {
 		s := newTestSupervisor(t, f, 0, daemon("flaky", 1, 1))
 		synctest.Wait()
 		// Two crashes: restarts after 1s, then 2s.
-		for range 2 {
-			f.end(f.pids()[0], exitCode(2))
-			time.Sleep(time.Minute)
-			synctest.Wait()
-		}
+		f.end(f.pids()[0], exitCode(2))
+		time.Sleep(time.Second)
+		synctest.Wait()
+		f.end(f.pids()[0], exitCode(2))
+		time.Sleep(time.Minute)
+		synctest.Wait()
 		// A failure after a long run is not a crash: restarted at once.
 		f.end(f.pids()[0], exitCode(2))
 		synctest.Wait()
 		got := offsets(t0, f.startTimes())
-		want := []time.Duration{0, 1 * time.Second, 60*time.Second + 2*time.Second, 120 * time.Second}
+		want := []time.Duration{0, 1 * time.Second, 3 * time.Second, 61 * time.Second}
 		if !slices.Equal(got, want) {
 			t.Errorf("got starts at %v, want %v", got, want)
 		}
@@ -292,21 +293,23 @@ func TestManualStartOverridesBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
 		f := newFakeProcs()
-		s := newTestSupervisor(t, f, 0, daemon("svc", 1, 1))
-		synctest.Wait()
-		for range 5 { // five crashes: the next start waits 16s
-			f.end(f.pids()[0], exitCode(1))
-			time.Sleep(time.Minute)
-			synctest.Wait()
+		crashes := 0
+		f.onStart = func(pid int) { // the first six runs crash at once
+			if crashes < 6 {
+				crashes++
+				f.end(pid, exitCode(1))
+			}
 		}
-		f.end(f.pids()[0], exitCode(1))
+		s := newTestSupervisor(t, f, 0, daemon("svc", 1, 1))
+		// Starts at 0, 1, 3, 7, 15, 31s; the next would wait 32s, until 63s.
+		time.Sleep(40 * time.Second)
 		synctest.Wait()
 		if err := s.Start("svc"); err != nil {
 			t.Fatal(err)
 		}
 		starts := f.startTimes()
-		if got, want := starts[len(starts)-1].Sub(t0), 5*time.Minute; got != want {
-			t.Errorf("manual start at %v, want %v", got, want)
+		if got, want := offsets(t0, starts), []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second, 31 * time.Second, 40 * time.Second}; !slices.Equal(got, want) {
+			t.Errorf("got starts at %v, want %v", got, want)
 		}
 		st, _ := s.List("svc")
 		if st[0].Crashes != 0 || len(st[0].Instances) != 1 {

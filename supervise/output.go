@@ -14,16 +14,19 @@ import (
 // into several events, never dropped.
 const maxLine = 16 << 10
 
-// output holds the pipes of an instance whose output is watched. The
-// instance's death is learnt from the reaper, never from end of file on
-// these pipes: a grandchild may keep them open long after.
+// output holds the pipes of an instance whose output is watched: one per
+// watched stream (stdout, stderr). The instance's death is learnt from the
+// reaper, never from end of file on these pipes: a grandchild may keep them
+// open long after.
 type output struct {
-	r, w [2]*os.File // [0] stdout, [1] stderr
+	names []string
+	r, w  []*os.File
 }
 
-func newOutput() (*output, error) {
-	o := &output{}
-	for i := range o.r {
+// newOutput makes one pipe per stream name.
+func newOutput(names ...string) (*output, error) {
+	o := &output{names: names, r: make([]*os.File, len(names)), w: make([]*os.File, len(names))}
+	for i := range names {
 		r, w, err := os.Pipe()
 		if err != nil {
 			o.closeWriters()
@@ -35,10 +38,8 @@ func newOutput() (*output, error) {
 	return o, nil
 }
 
-// writeFDs returns the child's ends: its fd 1 and fd 2.
-func (o *output) writeFDs() (int, int) {
-	return int(o.w[0].Fd()), int(o.w[1].Fd())
-}
+// writeFD returns the child's end of the i-th pipe.
+func (o *output) writeFD(i int) int { return int(o.w[i].Fd()) }
 
 // closeWriters closes metad's copies of the child's ends, so that end of
 // file comes when the last process holding them is gone.
@@ -60,10 +61,10 @@ func (o *output) closeReaders() {
 	}
 }
 
-// start logs each line of both pipes on log until end of file. The two
+// start logs each line of every pipe on log until end of file. The
 // goroutines end by themselves when every writer has closed its end.
 func (o *output) start(log zerolog.Logger) {
-	for i, name := range [2]string{"stdout", "stderr"} {
+	for i, name := range o.names {
 		r := o.r[i]
 		o.r[i] = nil
 		go logLines(r, log, name)

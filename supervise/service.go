@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"metad/conffmt"
 	"metad/init"
@@ -92,6 +93,18 @@ type service struct {
 	restarts   int       // instances that ended without being asked to
 	timer      *time.Timer
 
+	// stream
+	acceptor *acceptor     // nil while the socket is closed
+	slots    chan struct{} // one token per instance or held slot; capacity max
+	conns    chan conn     // accepted connections from the acceptor
+	held     []time.Time   // when each slot held by a crash is given back
+
+	// listener
+	lfd         int           // metad's copy of the listening socket; -1 when closed
+	watcher     *watcher      // waits for a connection while no instance runs
+	ready       chan *watcher // a watcher saw a connection
+	connWaiting bool          // a connection waits for a new instance
+
 	exits *mailbox[initsys.Exit]
 	reqs  chan func()
 	done  chan struct{} // closed when run returns
@@ -109,8 +122,17 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 		reqs:      make(chan func()),
 		done:      make(chan struct{}),
 		timer:     time.NewTimer(time.Hour),
+		lfd:       -1,
 	}
 	sv.timer.Stop()
+	switch c.Class {
+	case conffmt.Stream:
+		sv.slots = make(chan struct{}, c.Max)
+		sv.conns = make(chan conn)
+	case conffmt.Listener:
+		sv.ready = make(chan *watcher, 1)
+		sv.spec = sv.spec.listener(sup.shim, c.Name)
+	}
 	if !c.Enabled {
 		sv.state = stateDisabled
 	}
@@ -122,6 +144,7 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 func (sv *service) run() {
 	defer close(sv.done)
 	defer sv.timer.Stop()
+	defer sv.closeSockets()
 	now := time.Now()
 	if sv.conf.Period > 0 {
 		sv.nextPeriod = now.Add(sv.conf.Period)
@@ -138,6 +161,11 @@ func (sv *service) run() {
 			}
 		case now := <-sv.timer.C:
 			sv.tick(now)
+		case c := <-sv.conns:
+			sv.serve(time.Now(), c)
+			sv.settle(time.Now())
+		case w := <-sv.ready:
+			sv.watched(w)
 		}
 	}
 	sv.set(stateGone)
@@ -193,14 +221,44 @@ func (sv *service) settle(now time.Time) {
 func (sv *service) reconcile(now time.Time) {
 	defer sv.settle(now)
 	if !sv.enabled || sv.quitting {
+		sv.closeSockets()
 		return
 	}
 	switch sv.conf.Class {
 	case conffmt.Daemon:
 		sv.reconcileDaemon(now)
+	case conffmt.Listener:
+		sv.reconcileListener(now)
+	case conffmt.Stream:
+		if sv.acceptor == nil && !now.Before(sv.holdUntil) {
+			if err := sv.startAccepting(); err != nil {
+				sv.socketFailed(now, err)
+			}
+		}
 	default:
-		// Listener and stream services start on connections.
+		sv.log.Error().Stringer("class", sv.conf.Class).Msg("unknown class")
 	}
+}
+
+// closeSockets closes metad's listening socket, if any: a disabled socket
+// service refuses connections.
+func (sv *service) closeSockets() {
+	sv.stopAccepting()
+	sv.closeListener()
+	sv.connWaiting = false
+}
+
+// watched handles a listener's watcher that saw a connection.
+func (sv *service) watched(w *watcher) {
+	if sv.watcher == w {
+		sv.watcher = nil
+		<-w.done
+		unix.Close(w.cancel)
+	}
+	if sv.live() == 0 && sv.enabled && !sv.quitting {
+		sv.connWaiting = true
+	}
+	sv.reconcile(time.Now())
 }
 
 func (sv *service) reconcileDaemon(now time.Time) {
@@ -229,7 +287,7 @@ func (sv *service) startAuto(now time.Time, why string) bool {
 		sv.crashes = NextCrashes(sv.crashes, Crashed)
 		delay := Delay(sv.crashes, sv.conf.Backoff)
 		sv.holdUntil = now.Add(delay)
-		sv.log.Error().Err(err).Str("why", why).Dur("delay", delay).Msg("cannot start")
+		sv.log.Error().Err(err).Str("why", why).Stringer("delay", delay).Msg("cannot start")
 		return false
 	}
 	return true
@@ -238,13 +296,19 @@ func (sv *service) startAuto(now time.Time, why string) bool {
 // start starts one instance now.
 func (sv *service) start(now time.Time) error {
 	files := []int{sv.sup.stdin, sv.sup.stdout, sv.sup.stderr}
+	if sv.conf.Class == conffmt.Listener {
+		if sv.lfd < 0 {
+			return errors.New("cannot start a listener without its socket")
+		}
+		files = append(files, sv.lfd)
+	}
 	var out *output
 	if sv.conf.Watch {
 		var err error
-		if out, err = newOutput(); err != nil {
+		if out, err = newOutput("stdout", "stderr"); err != nil {
 			return fmt.Errorf("cannot watch output: %w", err)
 		}
-		files[1], files[2] = out.writeFDs()
+		files[1], files[2] = out.writeFD(0), out.writeFD(1)
 	}
 	pid, err := sv.sup.cfg.Procs.Spawn(sv.spec.proc(files), sv.onExit)
 	if out != nil {
@@ -258,10 +322,10 @@ func (sv *service) start(now time.Time) error {
 	}
 	inst := &instance{pid: pid, pgid: pid, started: now, launcher: sv.conf.Pidfile != "", out: out}
 	sv.instances[pid] = inst
+	sv.log.Info().Int("pid", pid).Msg("started")
 	if out != nil {
 		out.start(sv.log.With().Int("pid", pid).Logger())
 	}
-	sv.log.Info().Int("pid", pid).Msg("started")
 	return nil
 }
 
@@ -281,8 +345,17 @@ func (sv *service) exited(e initsys.Exit) {
 	}
 	asked := inst.asked || (sig != 0 && sig == inst.sent)
 	outcome := Classify(ran, sv.conf.Crash, code, sig, asked)
-	sv.log.Info().Int("pid", e.PID).Str("status", e.String()).Dur("ran", ran).Stringer("outcome", outcome).Msg("exited")
+	ev := sv.log.Info()
+	if sv.conf.Class == conffmt.Stream && outcome == Clean {
+		ev = sv.log.Debug() // one per connection: only failures are news
+	}
+	ev.Int("pid", e.PID).Str("status", e.String()).Stringer("ran", ran.Round(time.Millisecond)).Stringer("outcome", outcome).Msg("exited")
 
+	if sv.conf.Class == conffmt.Stream {
+		sv.streamEnded(now, outcome, asked)
+		sv.settle(now)
+		return
+	}
 	if inst.launcher && outcome == Clean && !asked && !sv.quitting {
 		// The program daemonized: the real daemon's pid comes from the pidfile.
 		sv.pending = append(sv.pending, &pending{started: inst.started, retryAt: now, giveUp: now.Add(pidfileGrace), delay: 10 * time.Millisecond})
@@ -301,7 +374,7 @@ func (sv *service) ended(now time.Time, outcome Outcome, asked bool) {
 	if outcome == Crashed {
 		delay := Delay(sv.crashes, sv.conf.Backoff)
 		sv.holdUntil = now.Add(delay)
-		sv.log.Warn().Int("crashes", sv.crashes).Dur("delay", delay).Msg("backoff")
+		sv.log.Warn().Int("crashes", sv.crashes).Stringer("delay", delay).Msg("backoff")
 	} else {
 		sv.holdUntil = time.Time{}
 	}
@@ -341,6 +414,7 @@ func (sv *service) tick(now time.Time) {
 		}
 	}
 	sv.pending = kept
+	sv.releaseHeld(now)
 	for _, p := range failed {
 		sv.ended(now, Classify(now.Sub(p.started), sv.conf.Crash, 1, 0, false), false)
 	}
@@ -390,10 +464,18 @@ func (sv *service) arm(now time.Time) {
 	for _, p := range sv.pending {
 		earliest(p.retryAt)
 	}
-	if sv.enabled && !sv.quitting && sv.conf.Class == conffmt.Daemon {
-		if sv.live() < sv.conf.Min {
+	for _, t := range sv.held {
+		earliest(t)
+	}
+	if sv.enabled && !sv.quitting {
+		switch {
+		case sv.conf.Class == conffmt.Stream && sv.acceptor == nil,
+			sv.conf.Class == conffmt.Listener && (sv.lfd < 0 || (sv.live() == 0 && (sv.connWaiting || sv.conf.Min > 0))),
+			sv.conf.Class == conffmt.Daemon && sv.live() < sv.conf.Min:
 			earliest(sv.holdUntil)
 		}
+	}
+	if sv.enabled && !sv.quitting && sv.conf.Class == conffmt.Daemon {
 		if sv.conf.Period > 0 {
 			t := sv.nextPeriod
 			if t.Before(sv.holdUntil) {

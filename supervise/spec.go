@@ -33,6 +33,16 @@ func newSpec(c *conffmt.Service, base []string) *spec {
 	}
 }
 
+// listener returns the spec of a listener service: metad's own binary as
+// the shim (see ExecShim), with the socket-activation environment.
+func (sp *spec) listener(shim, name string) *spec {
+	l := *sp
+	l.path = shim
+	l.argv = sp.shimArgv()
+	l.env = mergeEnv(append(append([]string{}, sp.env...), "LISTEN_FDS=1", "LISTEN_FDNAMES="+name))
+	return &l
+}
+
 // proc returns the Proc for one instance with the given descriptors.
 func (sp *spec) proc(files []int, extraEnv ...string) *initsys.Proc {
 	env := sp.env

@@ -36,6 +36,9 @@ type Config struct {
 	StopTimeout time.Duration
 	// Env is the base environment of every instance; nil means os.Environ().
 	Env []string
+	// Inherited are listening sockets metad was given; services whose
+	// endpoint matches use them instead of binding. May be nil.
+	Inherited *Inherited
 }
 
 // Status is a snapshot of one service, for list.
@@ -71,6 +74,9 @@ type Supervisor struct {
 
 	stdin, stdout, stderr int // descriptors instances get when not told otherwise
 
+	shim      string     // metad's own binary, for the listener shim
+	inherited *Inherited // listening sockets handed to metad at start
+
 	mu       sync.Mutex // guards services and order (the set, not their state)
 	services map[string]*service
 	order    []*service
@@ -91,13 +97,19 @@ func New(cfg Config) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
+	shim, err := os.Executable()
+	if err != nil {
+		shim = os.Args[0]
+	}
 	return &Supervisor{
-		cfg:      cfg,
-		env:      cfg.Env,
-		stdin:    stdin,
-		stdout:   1,
-		stderr:   2,
-		services: make(map[string]*service),
+		shim:      shim,
+		inherited: cfg.Inherited,
+		cfg:       cfg,
+		env:       cfg.Env,
+		stdin:     stdin,
+		stdout:    1,
+		stderr:    2,
+		services:  make(map[string]*service),
 	}, nil
 }
 

@@ -120,7 +120,7 @@ func TestCheckVerboseRoundTrip(t *testing.T) {
 	if status != 0 || errOut != "" {
 		t.Fatalf("got status %d, stderr %q; want 0 and nothing on stderr", status, errOut)
 	}
-	for _, want := range []string{"ticker", "backoff=", "crash=", "max=128", "port=7007"} {
+	for _, want := range []string{"ticker", "backoff=", "crash=", "max=4", "port=7007"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("canonical output lacks %q:\n%s", want, out)
 		}

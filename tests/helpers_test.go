@@ -28,17 +28,20 @@ func runHelper(name string, args []string) int {
 		return noZombies()
 	case "lazy-init":
 		return lazyInit(args)
-	case "sleep":
-		select {}
+	case "listen-check":
+		return listenCheck(args)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
 		return 2
 	}
 }
 
-// helper returns the command line that runs helper name with args.
+// helper returns the command line that runs helper name with args. The
+// Go runtime of the helper is told not to keep cgroup files open (it does
+// by default, to follow CPU limits), so that list-fds sees only what the
+// helper inherited.
 func helper(name string, args ...string) []string {
-	return append([]string{"env", "METAD_TEST_HELPER=" + name, selfBin}, args...)
+	return append([]string{"env", "GODEBUG=containermaxprocs=0", "METAD_TEST_HELPER=" + name, selfBin}, args...)
 }
 
 // listFDs writes the descriptors open in this process, and its signal
@@ -174,5 +177,41 @@ func lazyInit(args []string) int {
 		}
 		return 1
 	}
+	return 0
+}
+
+// listenCheck is a socket-activated program: it checks the contract of a
+// listener service (args: port, name), accepts one connection on fd 3,
+// writes "ok" or what is wrong to it, and exits.
+func listenCheck(args []string) int {
+	var problems []string
+	if got, want := os.Getenv("LISTEN_PID"), strconv.Itoa(os.Getpid()); got != want {
+		problems = append(problems, fmt.Sprintf("LISTEN_PID=%s, want %s", got, want))
+	}
+	if got := os.Getenv("LISTEN_FDS"); got != "1" {
+		problems = append(problems, fmt.Sprintf("LISTEN_FDS=%s, want 1", got))
+	}
+	if got := os.Getenv("LISTEN_FDNAMES"); got != args[1] {
+		problems = append(problems, fmt.Sprintf("LISTEN_FDNAMES=%s, want %s", got, args[1]))
+	}
+	if on, err := unix.GetsockoptInt(3, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || on != 1 {
+		problems = append(problems, fmt.Sprintf("fd 3 is not listening: %v", err))
+	}
+	if sa, err := unix.Getsockname(3); err != nil {
+		problems = append(problems, fmt.Sprintf("fd 3: %v", err))
+	} else if in4, ok := sa.(*unix.SockaddrInet4); !ok || strconv.Itoa(in4.Port) != args[0] {
+		problems = append(problems, fmt.Sprintf("fd 3 is bound to %v, want port %s", sa, args[0]))
+	}
+	nfd, _, err := unix.Accept4(3, unix.SOCK_CLOEXEC)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cannot accept on fd 3:", err)
+		return 1
+	}
+	reply := "ok\n"
+	if len(problems) > 0 {
+		reply = strings.Join(problems, "; ") + "\n"
+	}
+	unix.Write(nfd, []byte(reply))
+	unix.Close(nfd)
 	return 0
 }

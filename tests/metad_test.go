@@ -75,8 +75,6 @@ func startMetad(t *testing.T, o runOpts) *instance {
 			t.Fatal(err)
 		}
 		args = append(args, "-f", conf)
-	} else {
-		args = append(args, "-f", filepath.Join(dir, "absent.conf"))
 	}
 	args = append(args, o.args...)
 	if len(o.cmd) > 0 {
@@ -91,20 +89,34 @@ func startMetad(t *testing.T, o runOpts) *instance {
 	}
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), o.env...)
-	stderr, err := cmd.StderrPipe()
+	return launch(t, cmd, dir)
+}
+
+// launch starts cmd, a metad with JSON logs on stderr, and parses its
+// logs as they come. At the end of the test metad gets SIGTERM if it is
+// still running, and its log is shown if the test failed.
+func launch(t *testing.T, cmd *exec.Cmd, dir string) *instance {
+	t.Helper()
+	// A pipe of our own rather than StderrPipe: services inherit metad's
+	// stderr and may hold it open after metad has gone.
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stderr = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
 		t.Fatal(err)
 	}
 	m := &instance{t: t, cmd: cmd, dir: dir}
 	m.cond = sync.NewCond(&m.mu)
-	go m.read(stderr)
+	go m.read(r)
 	t.Cleanup(func() {
 		if !m.exited() {
-			cmd.Process.Kill()
-			m.wait(waitLimit)
+			cmd.Process.Signal(syscall.SIGTERM)
+			m.until(waitLimit, "metad to exit after SIGTERM", func() bool { return m.done })
 		}
 		if t.Failed() {
 			m.mu.Lock()
@@ -125,7 +137,21 @@ func pid1Command(bin string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func (m *instance) read(r interface{ Read([]byte) (int, error) }) {
+func (m *instance) read(r *os.File) {
+	defer r.Close()
+	exited := make(chan struct{})
+	go func() {
+		// Once metad has exited, what it wrote is in the pipe: stop
+		// reading soon even if a process it left behind holds the pipe.
+		<-exited
+		r.SetReadDeadline(time.Now().Add(time.Second))
+	}()
+	waited := make(chan error, 1)
+	go func() {
+		err := m.cmd.Wait()
+		close(exited)
+		waited <- err
+	}()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
@@ -140,7 +166,7 @@ func (m *instance) read(r interface{ Read([]byte) (int, error) }) {
 		m.cond.Broadcast()
 		m.mu.Unlock()
 	}
-	err := m.cmd.Wait()
+	err := <-waited
 	status := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

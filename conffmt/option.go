@@ -1,0 +1,323 @@
+package conffmt
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Defaults and limits of the option values.
+const (
+	maxCount       = 1_000_000 // the largest min, max and backlog
+	defaultBacklog = 128
+	defaultStreams = 128 // a stream's max
+	defaultCrash   = 10 * time.Second
+	defaultBackoff = 5 * time.Minute
+	defaultDir     = "/"
+	defaultStop    = syscall.SIGTERM
+)
+
+// classSet is a set of classes, one bit per Class.
+type classSet uint8
+
+const (
+	daemons   = classSet(1 << Daemon)
+	listeners = classSet(1 << Listener)
+	streams   = classSet(1 << Stream)
+	sockets   = listeners | streams
+	every     = daemons | listeners | streams
+)
+
+func (cs classSet) has(c Class) bool { return c < 8 && cs&(1<<c) != 0 }
+
+// optionID names an option by its place in the options table, which is
+// also the order in which Print writes options.
+type optionID int
+
+const (
+	optMin optionID = iota
+	optMax
+	optPeriod
+	optPort
+	optAddr
+	optBacklog
+	optDir
+	optUser
+	optPidfile
+	optWatch
+	optEnabled
+	optEnv
+	optCrash
+	optBackoff
+	optStop
+	optArgv0
+	numOptions
+)
+
+// An option is one entry of the options table: everything the parser and
+// the printer know about one key.
+type option struct {
+	key     string   // the key before '=', and the option's name in messages
+	classes classSet // the classes the option applies to
+	bare    string   // the value a bare key means ("" when a value is required)
+	negated string   // a bare word that means key=no ("" for none)
+	repeat  bool     // may be given more than once
+
+	// set checks val and stores it in s, whose Class is already known (0
+	// when the class word was bad). Its error is the whole message.
+	set func(r *Resolver, s *Service, val string) error
+	// def stores the default in s when the option is not given; nil when
+	// the zero value is the default. It runs after the program is known.
+	def func(s *Service)
+	// print returns the values to write as key=value words, in order;
+	// none when the option has no value to write (an unset user).
+	print func(s *Service) []string
+}
+
+// options is the table of every option, indexed by optionID. It is never
+// written to.
+var options = [numOptions]option{
+	optMin: {
+		key: "min", classes: daemons | listeners,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			if s.Class == Listener {
+				s.Min, err = parseCount("min", val, 0, 1)
+				return err
+			}
+			s.Min, err = parseCount("min", val, 0, maxCount)
+			return err
+		},
+		def: func(s *Service) {
+			if s.Class == Daemon {
+				s.Min = 1
+			}
+		},
+		print: func(s *Service) []string { return []string{strconv.Itoa(s.Min)} },
+	},
+	optMax: {
+		key: "max", classes: every,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			s.Max, err = parseCount("max", val, 1, maxCount)
+			if err == nil && s.Class == Listener && s.Max != 1 {
+				return fmt.Errorf("invalid max %q: a listener runs one process at a time, so max is 1", val)
+			}
+			return err
+		},
+		def: func(s *Service) {
+			switch s.Class {
+			case Daemon:
+				s.Max = max(s.Min, 1)
+			case Listener:
+				s.Max = 1
+			case Stream:
+				s.Max = defaultStreams
+			}
+		},
+		print: func(s *Service) []string { return []string{strconv.Itoa(s.Max)} },
+	},
+	optPeriod: durationOption("period", daemons, 0, false, func(s *Service) *time.Duration { return &s.Period }),
+	optPort: {
+		key: "port", classes: sockets,
+		set:   func(r *Resolver, s *Service, val string) (err error) { s.Port, err = parsePort(r, val); return err },
+		print: func(s *Service) []string { return []string{strconv.Itoa(s.Port)} },
+	},
+	optAddr: {
+		key: "addr", classes: sockets,
+		set: func(_ *Resolver, s *Service, val string) error {
+			a, err := netip.ParseAddr(val)
+			if err != nil {
+				return fmt.Errorf("invalid addr %q: want an IPv4 or IPv6 address", val)
+			}
+			s.Addr = a
+			return nil
+		},
+		print: func(s *Service) []string {
+			if !s.Addr.IsValid() {
+				return nil
+			}
+			return []string{s.Addr.String()}
+		},
+	},
+	optBacklog: {
+		key: "backlog", classes: sockets,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			s.Backlog, err = parseCount("backlog", val, 1, maxCount)
+			return err
+		},
+		def:   func(s *Service) { s.Backlog = defaultBacklog },
+		print: func(s *Service) []string { return []string{strconv.Itoa(s.Backlog)} },
+	},
+	optDir: pathOption("dir", every, defaultDir, func(s *Service) *string { return &s.Dir }),
+	optUser: {
+		key: "user", classes: every,
+		set: func(r *Resolver, s *Service, val string) (err error) {
+			s.User, err = r.lookupUser(val)
+			return err
+		},
+		print: func(s *Service) []string {
+			if s.User == nil {
+				return nil
+			}
+			if s.User.Group != "" {
+				return []string{s.User.User + ":" + s.User.Group}
+			}
+			return []string{s.User.User}
+		},
+	},
+	optPidfile: pathOption("pidfile", daemons, "", func(s *Service) *string { return &s.Pidfile }),
+	optWatch:   boolOption("watch_output", "", false, func(s *Service) *bool { return &s.Watch }),
+	optEnabled: boolOption("enabled", "disabled", true, func(s *Service) *bool { return &s.Enabled }),
+	optEnv: {
+		key: "env", classes: every, repeat: true,
+		set: func(_ *Resolver, s *Service, val string) error {
+			name, _, ok := strings.Cut(val, "=")
+			if !ok || !validEnvName(name) {
+				return fmt.Errorf("invalid env %q: want NAME=VALUE, NAME made of letters, digits and _ and not starting with a digit", val)
+			}
+			s.Env = append(s.Env, val)
+			return nil
+		},
+		print: func(s *Service) []string { return s.Env },
+	},
+	optCrash:   durationOption("crash", every, defaultCrash, true, func(s *Service) *time.Duration { return &s.Crash }),
+	optBackoff: durationOption("backoff", every, defaultBackoff, true, func(s *Service) *time.Duration { return &s.Backoff }),
+	optStop: {
+		key: "stop", classes: every,
+		set:   func(_ *Resolver, s *Service, val string) (err error) { s.Stop, err = parseSignal(val); return err },
+		def:   func(s *Service) { s.Stop = defaultStop },
+		print: func(s *Service) []string { return []string{signalName(s.Stop)} },
+	},
+	optArgv0: {
+		key: "argv0", classes: every,
+		set: func(_ *Resolver, s *Service, val string) error {
+			if val == "" {
+				return fmt.Errorf("invalid argv0 \"\": want a non-empty name")
+			}
+			s.Argv0 = val
+			return nil
+		},
+		def:   func(s *Service) { s.Argv0 = s.Program },
+		print: func(s *Service) []string { return []string{s.Argv0} },
+	},
+}
+
+// durationOption returns the option key=DUR, stored in the field that
+// field points to. positive says whether 0 is refused.
+func durationOption(key string, classes classSet, def time.Duration, positive bool, field func(*Service) *time.Duration) option {
+	o := option{
+		key: key, classes: classes,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			*field(s), err = parseDuration(key, val, positive)
+			return err
+		},
+		print: func(s *Service) []string { return []string{formatDuration(*field(s))} },
+	}
+	if def != 0 {
+		o.def = func(s *Service) { *field(s) = def }
+	}
+	return o
+}
+
+// pathOption returns the option key=PATH, an absolute path, stored in the
+// field that field points to; def "" means no default.
+func pathOption(key string, classes classSet, def string, field func(*Service) *string) option {
+	o := option{
+		key: key, classes: classes,
+		set: func(_ *Resolver, s *Service, val string) error {
+			if !filepath.IsAbs(val) {
+				return fmt.Errorf("invalid %s %q: want an absolute path", key, val)
+			}
+			*field(s) = val
+			return nil
+		},
+		print: func(s *Service) []string {
+			if *field(s) == "" {
+				return nil
+			}
+			return []string{*field(s)}
+		},
+	}
+	if def != "" {
+		o.def = func(s *Service) { *field(s) = def }
+	}
+	return o
+}
+
+// boolOption returns the option key=yes|no of every class, which may also
+// be written as the bare word key (yes) or, when negated is not "", as the
+// bare word negated (no).
+func boolOption(key, negated string, def bool, field func(*Service) *bool) option {
+	o := option{
+		key: key, classes: every, bare: "yes", negated: negated,
+		set: func(_ *Resolver, s *Service, val string) error {
+			switch strings.ToLower(val) {
+			case "yes", "true", "on", "1":
+				*field(s) = true
+			case "no", "false", "off", "0":
+				*field(s) = false
+			default:
+				return fmt.Errorf("invalid %s %q: want yes or no", key, val)
+			}
+			return nil
+		},
+		print: func(s *Service) []string {
+			if *field(s) {
+				return []string{"yes"}
+			}
+			return []string{"no"}
+		},
+	}
+	if def {
+		o.def = func(s *Service) { *field(s) = true }
+	}
+	return o
+}
+
+// wordKind says what a word before the program is.
+type wordKind int
+
+const (
+	programWord  wordKind = iota // neither key=value nor a flag: the program
+	optionWord                   // a known option; id and val are set
+	unknownWord                  // key=value with an unknown key
+	negatedValue                 // a negated flag given a value (disabled=...)
+)
+
+// classify says what a word before the program is: for an option, which
+// one and the value it gives.
+func classify(text string) (kind wordKind, id optionID, val string) {
+	key, val, hasValue := strings.Cut(text, "=")
+	for i := range options {
+		o := &options[i]
+		switch {
+		case key == o.key && hasValue:
+			return optionWord, optionID(i), val
+		case key == o.key && o.bare != "":
+			return optionWord, optionID(i), o.bare
+		case key == o.negated && o.negated != "" && hasValue:
+			return negatedValue, optionID(i), ""
+		case key == o.negated && o.negated != "":
+			return optionWord, optionID(i), "no"
+		}
+	}
+	if hasValue {
+		return unknownWord, 0, ""
+	}
+	return programWord, 0, ""
+}
+
+// optionKeys returns every word an option can start with, for suggestions.
+func optionKeys() []string {
+	keys := make([]string, 0, numOptions+1)
+	for _, o := range options {
+		keys = append(keys, o.key)
+		if o.negated != "" {
+			keys = append(keys, o.negated)
+		}
+	}
+	return keys
+}

@@ -1,0 +1,336 @@
+package initsys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotChild is returned by Adopt for a pid that is not metad's child and
+// whose exit is not among the recent unknown ones.
+var ErrNotChild = errors.New("not a child of metad")
+
+// recentExits is how many exits of unknown children the reaper keeps for
+// Adopt: enough for the pidfiles read in one burst of daemon starts.
+const recentExits = 64
+
+// A Reaper starts metad's children and reaps every child of metad, its own
+// and adopted orphans. There is one per process, living as long as metad:
+// two reapers would take each other's exits. Its methods are safe for
+// concurrent use.
+type Reaper struct {
+	log     zerolog.Logger
+	sigchld chan os.Signal
+	poke    chan struct{} // asks Run for a pass; see WaitIdle
+
+	// waitMu orders registration against reaping. Spawn and Adopt hold it
+	// shared from before the fork (or the parentage check) until the pid
+	// is in owners; a pass holds it exclusively around each wait4 and the
+	// lookup of its pid. So wait4 never returns a pid whose owner is still
+	// being registered, and never takes the child of a failed exec, which
+	// syscall.ForkExec waits for itself. Spawns still overlap each other;
+	// an exec that hangs (a dead network file system) delays reaping.
+	waitMu sync.RWMutex
+
+	mu      sync.Mutex         // guards the fields below; never held across a syscall
+	owners  map[int]func(Exit) // registered children not yet reaped; never a nil func
+	recent  []Exit             // exits of unknown children, oldest first
+	orphans uint64             // unknown children reaped so far
+	started uint64             // passes started
+	last    uint64             // the last pass finished
+	empty   bool               // the last pass finished with ECHILD: no child at all
+	passed  chan struct{}      // closed and replaced when a pass finishes
+}
+
+// NewReaper returns a reaper that logs to log. It subscribes to SIGCHLD at
+// once, so that no exit is missed between now and Run; call it before the
+// first child starts.
+func NewReaper(log zerolog.Logger) *Reaper {
+	r := &Reaper{
+		log:     log,
+		sigchld: make(chan os.Signal, 1),
+		poke:    make(chan struct{}, 1),
+		owners:  make(map[int]func(Exit)),
+		passed:  make(chan struct{}),
+	}
+	signal.Notify(r.sigchld, syscall.SIGCHLD)
+	return r
+}
+
+// Run is the only caller of wait4 in metad. It reaps every child that has
+// ended, then again on every SIGCHLD (several exits may share one signal:
+// each pass calls wait4 until nothing is left), and blocks until ctx is
+// done. Only one Run may be active at a time. Exit callbacks are called
+// from Run's goroutine, outside any lock.
+func (r *Reaper) Run(ctx context.Context) {
+	for {
+		r.pass()
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.sigchld:
+		case <-r.poke:
+		}
+	}
+}
+
+// pass reaps until wait4 says that no child has ended (or none is left),
+// calling each exit's owner, and then wakes WaitIdle.
+func (r *Reaper) pass() {
+	r.mu.Lock()
+	r.started++
+	n := r.started
+	r.mu.Unlock()
+
+	var empty bool
+	for {
+		e, done, err := r.reapOne()
+		if err != nil {
+			empty = errors.Is(err, unix.ECHILD)
+			if !empty {
+				r.log.Error().Err(err).Msg("cannot reap children")
+			}
+			break
+		}
+		if e.PID == 0 {
+			break // children left, none ended
+		}
+		if done != nil {
+			done(e)
+		} else {
+			r.log.Debug().Int("pid", e.PID).Stringer("status", e).Msg("reaped orphan")
+		}
+	}
+
+	r.mu.Lock()
+	if empty && len(r.owners) > 0 {
+		// Someone else called wait: these exits are lost for good.
+		r.log.Error().Int("lost", len(r.owners)).Msg("registered children were reaped elsewhere")
+	}
+	r.last, r.empty = n, empty
+	close(r.passed)
+	r.passed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// reapOne reaps one child if one has ended, and returns its exit and
+// owner. An unknown child is counted and remembered for Adopt, and has no
+// owner. A zero PID means that children are left but none has ended.
+func (r *Reaper) reapOne() (Exit, func(Exit), error) {
+	r.waitMu.Lock()
+	defer r.waitMu.Unlock()
+	var ws unix.WaitStatus
+	pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+	for errors.Is(err, unix.EINTR) {
+		pid, err = unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+	}
+	if err != nil || pid <= 0 {
+		return Exit{}, nil, err
+	}
+	e := Exit{PID: pid, Status: ws, Time: time.Now()}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if done, ok := r.owners[pid]; ok {
+		delete(r.owners, pid)
+		return e, done, nil
+	}
+	r.orphans++
+	r.remember(e)
+	return e, nil, nil
+}
+
+// remember adds the exit of an unknown child to the recent ones, dropping
+// the oldest beyond recentExits. r.mu must be held.
+func (r *Reaper) remember(e Exit) {
+	r.forget(e.PID)
+	if len(r.recent) == recentExits {
+		r.recent = append(r.recent[:0], r.recent[1:]...)
+	}
+	r.recent = append(r.recent, e)
+}
+
+// forget removes and returns the recent exit of pid, if any. r.mu must be
+// held.
+func (r *Reaper) forget(pid int) (Exit, bool) {
+	for i, e := range r.recent {
+		if e.PID == pid {
+			r.recent = append(r.recent[:i], r.recent[i+1:]...)
+			return e, true
+		}
+	}
+	return Exit{}, false
+}
+
+// Spawn starts p and registers its pid in one step, under the lock the
+// reaper takes around wait4, so that an exit can never be reaped before its
+// owner is known. done (if not nil) is called exactly once, from Run's
+// goroutine, with the exit; it must not block. Spawn returns once the
+// program has been executed (it does not wait for it); an exec failure
+// (ENOENT, EACCES, ENOEXEC...) is returned as an error that wraps the
+// errno. Spawn is safe for concurrent use.
+func (r *Reaper) Spawn(p *Proc, done func(Exit)) (pid int, err error) {
+	attr, err := p.attr()
+	if err != nil {
+		return 0, fmt.Errorf("cannot start %q: %w", p.Path, err)
+	}
+	return r.start(p.Path, p.Argv, attr, done)
+}
+
+// start is Spawn for any process attributes (tests use namespaces).
+func (r *Reaper) start(path string, argv []string, attr *syscall.ProcAttr, done func(Exit)) (int, error) {
+	r.waitMu.RLock()
+	defer r.waitMu.RUnlock()
+	pid, err := syscall.ForkExec(path, argv, attr)
+	if err != nil {
+		return 0, fmt.Errorf("cannot start %q: %w", path, err)
+	}
+	r.mu.Lock()
+	r.owners[pid] = orNop(done)
+	r.forget(pid) // an older process's exit under the same pid
+	r.mu.Unlock()
+	return pid, nil
+}
+
+// orNop returns done, or for nil a callback that does nothing: a nil
+// owner would read as an unknown child.
+func orNop(done func(Exit)) func(Exit) {
+	if done == nil {
+		return func(Exit) {}
+	}
+	return done
+}
+
+// Adopt registers pid, a process metad did not start: a daemon that
+// double-forked and wrote a pidfile, and that the kernel re-parented to
+// metad (the subreaper) when its parent exited. Call it after the process
+// that started the daemon has exited: only then is the daemon metad's child.
+//
+// If pid is metad's child, alive or not yet reaped, done will be called
+// from Run's goroutine as for Spawn. If it was already reaped as an unknown
+// child (one of the latest 64), done is called at once, from Adopt's
+// caller, with that exit; its Time tells when it was reaped, in case the
+// caller must rule out an older process that had the same pid. Otherwise
+// Adopt returns ErrNotChild, wrapped. done must not block. Adopt is safe
+// for concurrent use.
+func (r *Reaper) Adopt(pid int, done func(Exit)) error {
+	if pid <= 0 {
+		return fmt.Errorf("cannot adopt process %d: %w", pid, ErrNotChild)
+	}
+	e, reaped, err := r.adopt(pid, done)
+	if err != nil {
+		return fmt.Errorf("cannot adopt process %d: %w", pid, err)
+	}
+	if reaped && done != nil {
+		done(e)
+	}
+	return nil
+}
+
+// adopt registers pid if it is a child, or else takes its recent exit.
+func (r *Reaper) adopt(pid int, done func(Exit)) (Exit, bool, error) {
+	r.waitMu.RLock()
+	defer r.waitMu.RUnlock()
+	// Is pid our child, alive or a zombie? WNOWAIT: look, do not reap.
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	for errors.Is(err, unix.EINTR) {
+		err = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	}
+	if err != nil && !errors.Is(err, unix.ECHILD) {
+		return Exit{}, false, err
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		if _, ok := r.owners[pid]; ok {
+			return Exit{}, false, errors.New("already registered")
+		}
+		r.owners[pid] = orNop(done)
+		r.forget(pid)
+		return Exit{}, false, nil
+	}
+	if e, ok := r.forget(pid); ok {
+		return e, true, nil
+	}
+	return Exit{}, false, ErrNotChild
+}
+
+// Orphans returns how many unknown children (re-parented orphans) have
+// been reaped so far.
+func (r *Reaper) Orphans() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.orphans
+}
+
+// Running returns how many registered children have not been reaped yet.
+func (r *Reaper) Running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.owners)
+}
+
+// WaitIdle blocks until wait4 reports that metad has no child at all
+// (ECHILD) in a pass that began after the call, or until ctx is done, and
+// returns ctx's error then. It needs Run to be running. It is for the end
+// of a shutdown: a child started meanwhile makes it wait for that one too,
+// unless the pass that found none came first.
+func (r *Reaper) WaitIdle(ctx context.Context) error {
+	r.mu.Lock()
+	after := r.started
+	r.mu.Unlock()
+	select {
+	case r.poke <- struct{}{}:
+	default: // a pass is requested already, and has not begun
+	}
+	for {
+		r.mu.Lock()
+		last, empty, passed := r.last, r.empty, r.passed
+		r.mu.Unlock()
+		if last > after && empty {
+			return nil
+		}
+		select {
+		case <-passed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Drain ends every other process in metad's PID namespace, for the end of
+// a shutdown as PID 1, once the services have been stopped: it sends
+// SIGTERM (and SIGCONT, so that stopped processes see it) to all, waits
+// until no child is left or grace has passed, then sends SIGKILL to all
+// and waits until no child is left or ctx is done. It returns ctx's error,
+// or KillAll's (so, outside PID 1, an error at once). It needs Run to be
+// running.
+func (r *Reaper) Drain(ctx context.Context, grace time.Duration) error {
+	if err := KillAll(syscall.SIGTERM); err != nil {
+		return err
+	}
+	if err := KillAll(syscall.SIGCONT); err != nil {
+		return err
+	}
+	graceCtx, cancel := context.WithTimeout(ctx, grace)
+	err := r.WaitIdle(graceCtx)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	r.log.Warn().Dur("grace", grace).Msg("processes left after SIGTERM, sending SIGKILL")
+	if err := KillAll(syscall.SIGKILL); err != nil {
+		return err
+	}
+	return r.WaitIdle(ctx)
+}

@@ -1,0 +1,205 @@
+package initsys
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Action is what metad does with a signal it receives.
+type Action uint8
+
+// The actions of Policy. The zero value is Ignore.
+const (
+	Ignore   Action = iota // drop it
+	Shutdown               // stop every service and exit (or power off)
+	Reload                 // re-read the config file
+	Relay                  // forward it to the command (command mode); see Forward
+)
+
+// String returns the action's name in lower case.
+func (a Action) String() string {
+	switch a {
+	case Ignore:
+		return "ignore"
+	case Shutdown:
+		return "shutdown"
+	case Reload:
+		return "reload"
+	case Relay:
+		return "relay"
+	default:
+		return "action(" + strconv.Itoa(int(a)) + ")"
+	}
+}
+
+// Mode is how metad runs, which decides its signal policy.
+type Mode uint8
+
+// The modes of metad. The zero value is Config.
+const (
+	Config  Mode = iota // services from the config file only
+	Command             // metad -- COMMAND: the command is the main process
+)
+
+// String returns the mode's name in lower case.
+func (m Mode) String() string {
+	switch m {
+	case Config:
+		return "config"
+	case Command:
+		return "command"
+	default:
+		return "mode(" + strconv.Itoa(int(m)) + ")"
+	}
+}
+
+// maxSignal is the highest signal number on Linux (SIGRTMAX).
+const maxSignal = 64
+
+// Policy returns what metad does with sig in mode m. It is a pure function.
+//
+// In Config mode SIGTERM and SIGINT shut down, SIGHUP reloads, and
+// everything else is ignored: metad must not die of a stray signal, so
+// SIGQUIT dumps no goroutines and SIGUSR1, SIGPWR and the rest do nothing.
+//
+// In Command mode every signal Notify delivers is relayed to the command
+// (Relay), whose exit then ends metad, except:
+//   - SIGPIPE: metad cannot tell one sent with kill from the one the kernel
+//     raises when metad itself writes to a closed socket or pipe (a metac
+//     client that went away), and forwarding that one would kill the
+//     command for metad's own broken pipe.
+//   - SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS and SIGABRT: Notify
+//     delivers them only when they were sent with kill; they say nothing
+//     to the command.
+//
+// Signals that Notify does not deliver (SIGCHLD, SIGURG, SIGPROF, SIGTTIN,
+// SIGTTOU, SIGKILL, SIGSTOP, 32 to 34) are Ignore in both modes.
+func Policy(sig syscall.Signal, m Mode) Action {
+	if !caught(sig) || sig == syscall.SIGPIPE || fault(sig) {
+		return Ignore
+	}
+	switch m {
+	case Config:
+		switch sig {
+		case syscall.SIGTERM, syscall.SIGINT:
+			return Shutdown
+		case syscall.SIGHUP:
+			return Reload
+		default:
+			return Ignore
+		}
+	case Command:
+		return Relay
+	default:
+		return Ignore
+	}
+}
+
+// caught reports whether Notify delivers sig (whatever the start-up state).
+func caught(sig syscall.Signal) bool {
+	switch sig {
+	case syscall.SIGKILL, syscall.SIGSTOP:
+		return false // cannot be caught
+	case syscall.SIGCHLD:
+		return false // the Reaper's
+	case syscall.SIGURG, syscall.SIGPROF:
+		return false // the Go runtime's: preemption, profiling
+	case syscall.SIGTTIN, syscall.SIGTTOU:
+		return false // see Notify
+	}
+	if sig >= 32 && sig <= 34 {
+		return false // the C libraries' and the Go runtime's; os/signal cannot catch them
+	}
+	return sig >= 1 && sig <= maxSignal
+}
+
+// fault reports whether sig is one the kernel raises for a faulting
+// instruction (or abort(3) raises).
+func fault(sig syscall.Signal) bool {
+	switch sig {
+	case syscall.SIGSEGV, syscall.SIGBUS, syscall.SIGFPE, syscall.SIGILL,
+		syscall.SIGTRAP, syscall.SIGSYS, syscall.SIGABRT:
+		return true
+	default:
+		return false
+	}
+}
+
+// Notify delivers to ch every signal that metad handles, to be dispatched
+// with Policy. Call it at start-up, before the first child starts: until
+// then SIGTERM, SIGINT and SIGHUP take Go's default action and end metad,
+// orphaning the children. Afterwards only SIGKILL and signals 32 and 34,
+// which Go leaves at their default, can end metad (and as PID 1 not even
+// those, but SIGKILL from outside its PID namespace). ch should be
+// buffered; a signal that finds it full is dropped.
+//
+// Delivered: every signal from 1 to 64 except
+//   - SIGCHLD, which the Reaper takes;
+//   - SIGURG and SIGPROF, which the Go runtime keeps for preemption and
+//     profiling, and signals 32 to 34, which the C libraries and the Go
+//     runtime keep for their threads and os/signal cannot catch;
+//   - SIGKILL and SIGSTOP, which nothing can catch;
+//   - SIGTTIN and SIGTTOU, which keep their default action, stop, as for
+//     any background job. A handler would be worse: when metad, in the
+//     background of a terminal set to tostop, writes a log line there, the
+//     kernel restarts the write after each SIGTTOU, forever. If metad was
+//     started with them ignored, they are delivered after all (and dropped),
+//     because that is the only way for Go to give children the default
+//     disposition back.
+//
+// SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS and SIGABRT are
+// delivered too, but only when another process sent them: a real fault
+// still crashes metad as the Go runtime sees fit. Catching them means that
+// "kill -SEGV 1" cannot bring down a machine or a container.
+func Notify(ch chan<- os.Signal) {
+	ignored := ignoredAtStart()
+	var sigs []os.Signal
+	for sig := syscall.Signal(1); sig <= maxSignal; sig++ {
+		switch {
+		case caught(sig):
+		case (sig == syscall.SIGTTIN || sig == syscall.SIGTTOU) && ignored&(1<<(sig-1)) != 0:
+		default:
+			continue
+		}
+		sigs = append(sigs, sig)
+	}
+	signal.Notify(ch, sigs...)
+}
+
+// ignoredAtStart returns the mask of signals ignored by metad (bit N-1 for
+// signal N), as the kernel reports it; 0 without /proc. The Go runtime
+// keeps an inherited SIG_IGN only for the signals that it leaves alone
+// until Notify, which are the ones that matter here.
+func ignoredAtStart() uint64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if hex, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			mask, _ := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			return mask
+		}
+	}
+	return 0
+}
+
+// Forward sends sig to the process pid, or with group to its process group
+// (-pid; metad's children lead their own groups).
+func Forward(pid int, sig syscall.Signal, group bool) error {
+	what, target := "process", pid
+	if group {
+		what, target = "process group", -pid
+	}
+	if pid <= 0 { // kill(0) and kill(-1) mean other things entirely
+		return fmt.Errorf("cannot signal %s %d: %w", what, pid, syscall.EINVAL)
+	}
+	if err := syscall.Kill(target, sig); err != nil {
+		return fmt.Errorf("cannot signal %s %d: %w", what, pid, err)
+	}
+	return nil
+}
