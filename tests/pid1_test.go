@@ -95,10 +95,7 @@ func TestPID1ForwardsSignals(t *testing.T) {
 		t.Fatalf("got exit status %d, want 0 (the command saw every signal)", got)
 	}
 	lines := readLines(t, file)
-	var got []string
-	for _, l := range lines[1:] {
-		got = append(got, l)
-	}
+	got := lines[1:]
 	var want []string
 	for _, s := range forwarded {
 		want = append(want, strconv.Itoa(int(s)))
