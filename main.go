@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,6 +46,10 @@ const (
 const shutdownSlack = 2 * time.Second
 
 func main() {
+	if os.Getenv(envReexecCheck) != "" {
+		fmt.Println(answerCheck())
+		os.Exit(exitOK)
+	}
 	name := filepath.Base(os.Args[0])
 	args := os.Args[1:]
 	switch {
@@ -217,8 +222,12 @@ func loadConfig(o *options) ([]conffmt.Service, error) {
 // serve runs metad until shutdown and returns its exit status. As PID 1 of
 // the machine it never returns.
 func serve(o *options, log zerolog.Logger) int {
-	// Take the sockets handed to metad, then let no other inherited
-	// descriptor reach a child.
+	// Take the state and the sockets handed to metad, then let no other
+	// inherited descriptor reach a child.
+	handed, err := takeHandover()
+	if err != nil {
+		log.Error().Err(err).Msg("cannot take over from the previous metad: starting afresh")
+	}
 	inherited, err := supervise.InheritListeners()
 	if err != nil {
 		log.Warn().Err(err).Msg("cannot use every inherited socket")
@@ -255,7 +264,7 @@ func serve(o *options, log zerolog.Logger) int {
 	if len(o.command) > 0 {
 		mode = initsys.Command
 	}
-	status, final := run(o, log, reaper, sigs, mode, inherited)
+	status, final := run(o, log, reaper, sigs, mode, inherited, handed)
 
 	if pid1 {
 		ctx, cancel := context.WithTimeout(context.Background(), o.stopTimeout+shutdownSlack)
@@ -279,31 +288,57 @@ func serve(o *options, log zerolog.Logger) int {
 // command mode, the command; handles events until shutdown; and stops
 // everything. It returns the exit status and, for PID 1 of a machine,
 // what to do last.
-func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.Signal, mode initsys.Mode, inherited *supervise.Inherited) (int, initsys.Final) {
-	svcs, err := loadConfig(o)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return exitFail, initsys.Poweroff
-	}
+func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.Signal, mode initsys.Mode, inherited *supervise.Inherited, handed *handover) (int, initsys.Final) {
 	sup, err := supervise.New(supervise.Config{Log: log, Procs: reaper, StopTimeout: o.stopTimeout, Inherited: inherited})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start supervisor")
 		return exitFail, initsys.Poweroff
 	}
-	if err := sup.Load(svcs); err != nil {
-		log.Error().Err(err).Msg("cannot load services")
-		return exitFail, initsys.Poweroff
+	nsvcs := 0
+	if handed != nil {
+		if err := sup.Restore(handed.Services); err != nil {
+			log.Warn().Err(err).Msg("cannot restore every instance")
+		}
+		instances, sockets := handed.Services.Counts()
+		nsvcs = len(handed.Services.Services)
+		log.Info().Int("instances", instances).Int("sockets", sockets).Msg("took over from the previous metad")
+	} else {
+		svcs, err := loadConfig(o)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return exitFail, initsys.Poweroff
+		}
+		if err := sup.Load(svcs); err != nil {
+			log.Error().Err(err).Msg("cannot load services")
+			return exitFail, initsys.Poweroff
+		}
+		nsvcs = len(svcs)
 	}
-	d := &daemon{o: o, log: log, sup: sup, mode: mode, sigs: sigs, finals: make(chan initsys.Final, 1), cmdExit: make(chan initsys.Exit, 1)}
+	inherited.CloseUnused()
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	d := &daemon{
+		o: o, log: log, sup: sup, reaper: reaper, exe: exe, mode: mode, sigs: sigs,
+		finals: make(chan initsys.Final, 1), reexecs: make(chan struct{}, 1), cmdExit: make(chan initsys.Exit, 1),
+	}
 	ctx, stopControl := context.WithCancel(context.Background())
 	defer stopControl()
 	if err := startControl(ctx, o, log, sup, d); err != nil {
 		log.Error().Err(err).Msg("cannot start control")
 	}
-	log.Info().Str("config", o.conf).Int("services", len(svcs)).Str("version", version).Msg("metad started")
+	log.Info().Str("config", o.conf).Int("services", nsvcs).Str("version", version).Msg("metad started")
 
 	status, final := exitOK, initsys.Poweroff
-	if mode == initsys.Command {
+	switch {
+	case mode == initsys.Command && handed != nil && handed.Command > 0:
+		d.cmdPid = handed.Command
+		if err := reaper.Adopt(d.cmdPid, func(e initsys.Exit) { d.cmdExit <- e }); err != nil {
+			log.Error().Err(err).Msg("cannot follow the command after re-exec")
+			d.cmdPid = 0
+		}
+	case mode == initsys.Command:
 		d.cmdPid, status = startCommand(o.command, reaper, d.cmdExit)
 	}
 	if mode == initsys.Config || d.cmdPid != 0 {
@@ -324,11 +359,16 @@ type daemon struct {
 	o       *options
 	log     zerolog.Logger
 	sup     *supervise.Supervisor
+	reaper  *initsys.Reaper
+	exe     string // metad's binary, for re-exec
 	mode    initsys.Mode
 	sigs    <-chan os.Signal
 	finals  chan initsys.Final // shutdown requests from control
+	reexecs chan struct{}      // re-exec requests from control
 	cmdPid  int
 	cmdExit chan initsys.Exit
+
+	reloading sync.Mutex // one reload at a time
 }
 
 // wait handles signals until it is time to shut down: a shutdown signal or
@@ -343,6 +383,10 @@ func (d *daemon) wait() (int, initsys.Final) {
 		case f := <-d.finals:
 			d.log.Info().Stringer("action", f).Msg("shutting down on request")
 			return exitOK, f
+		case <-d.reexecs:
+			if err := d.reexec(); err != nil {
+				d.log.Error().Err(err).Msg("cannot re-execute: carrying on")
+			}
 		case sig := <-d.sigs:
 			s := sig.(syscall.Signal)
 			switch initsys.Policy(s, d.mode) {
@@ -357,6 +401,7 @@ func (d *daemon) wait() (int, initsys.Final) {
 					for _, line := range strings.Split(err.Error(), "\n") {
 						d.log.Error().Msg(line)
 					}
+					d.log.Error().Str("config", d.o.conf).Msg("config not reloaded: nothing changed")
 				}
 			case initsys.Relay:
 				if err := initsys.Forward(d.cmdPid, s, d.o.group); err != nil {
@@ -369,6 +414,21 @@ func (d *daemon) wait() (int, initsys.Final) {
 	}
 }
 
+// Reexec checks the binary on disk and asks the event loop to execute it
+// in place of this image, keeping every instance, socket and state. It
+// returns the check's error; the exec itself happens after it returns.
+func (d *daemon) Reexec() error {
+	if err := checkBinary(d.reaper, d.exe); err != nil {
+		return fmt.Errorf("cannot re-execute %q: %w", d.exe, err)
+	}
+	select {
+	case d.reexecs <- struct{}{}:
+		return nil
+	default:
+		return errors.New("cannot re-execute: a re-exec is already under way")
+	}
+}
+
 // Shutdown asks the event loop to stop everything and then do f. It does
 // not wait.
 func (d *daemon) Shutdown(f initsys.Final) {
@@ -378,14 +438,19 @@ func (d *daemon) Shutdown(f initsys.Final) {
 	}
 }
 
-// Reload re-reads the config file. Applying a changed config to running
-// services is not done yet: the file is checked and its errors returned,
-// and the services keep their loaded settings.
+// Reload re-reads the config file and applies the difference (see
+// supervise.Supervisor.Reload). A file with any error changes nothing: the
+// error lists every problem, one FILE:LINE:COL line each. Safe for
+// concurrent use: reloads run one at a time.
 func (d *daemon) Reload() error {
-	if _, err := conffmt.Load(d.o.conf, nil); err != nil {
+	d.reloading.Lock()
+	defer d.reloading.Unlock()
+	svcs, err := conffmt.Load(d.o.conf, nil)
+	if err != nil {
 		return err
 	}
-	d.log.Warn().Str("config", d.o.conf).Msg("config is valid; applying changes needs a restart of metad")
+	diff := d.sup.Reload(svcs)
+	d.log.Info().Str("config", d.o.conf).Strs("added", diff.Added).Strs("removed", diff.Removed).Strs("changed", diff.Changed).Msg("reloaded")
 	return nil
 }
 

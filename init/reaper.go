@@ -92,7 +92,7 @@ func (r *Reaper) pass() {
 
 	var empty bool
 	for {
-		e, done, err := r.reapOne()
+		e, err := r.reapOne()
 		if err != nil {
 			empty = errors.Is(err, unix.ECHILD)
 			if !empty {
@@ -102,11 +102,6 @@ func (r *Reaper) pass() {
 		}
 		if e.PID == 0 {
 			break // children left, none ended
-		}
-		if done != nil {
-			done(e)
-		} else {
-			r.log.Debug().Int("pid", e.PID).Stringer("status", e).Msg("reaped orphan")
 		}
 	}
 
@@ -121,10 +116,11 @@ func (r *Reaper) pass() {
 	r.mu.Unlock()
 }
 
-// reapOne reaps one child if one has ended, and returns its exit and
-// owner. An unknown child is counted and remembered for Adopt, and has no
-// owner. A zero PID means that children are left but none has ended.
-func (r *Reaper) reapOne() (Exit, func(Exit), error) {
+// reapOne reaps one child if one has ended and delivers its exit to its
+// owner, still under waitMu so that Pause knows every exit reaped before
+// it has been delivered. An unknown child is counted and remembered for
+// Adopt. A zero PID means that children are left but none has ended.
+func (r *Reaper) reapOne() (Exit, error) {
 	r.waitMu.Lock()
 	defer r.waitMu.Unlock()
 	var ws unix.WaitStatus
@@ -133,19 +129,36 @@ func (r *Reaper) reapOne() (Exit, func(Exit), error) {
 		pid, err = unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 	}
 	if err != nil || pid <= 0 {
-		return Exit{}, nil, err
+		return Exit{}, err
 	}
 	e := Exit{PID: pid, Status: ws, Time: time.Now()}
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if done, ok := r.owners[pid]; ok {
+	done, ok := r.owners[pid]
+	if ok {
 		delete(r.owners, pid)
-		return e, done, nil
+	} else {
+		r.orphans++
+		r.remember(e)
 	}
-	r.orphans++
-	r.remember(e)
-	return e, nil, nil
+	r.mu.Unlock()
+	if done != nil {
+		done(e)
+	} else if !ok {
+		r.log.Debug().Int("pid", e.PID).Stringer("status", e).Msg("reaped orphan")
+	}
+	return e, nil
+}
+
+// Pause stops reaping and starting until the returned function is called:
+// for handing metad's children over to a new image of metad (re-exec),
+// whose reaper must find every child that has not been delivered yet
+// still unreaped. Every exit reaped before Pause returns has been
+// delivered to its owner. Spawn and Adopt block while paused: the caller
+// must make sure that nothing it waits for calls them.
+func (r *Reaper) Pause() (resume func()) {
+	r.waitMu.Lock()
+	return r.waitMu.Unlock
 }
 
 // remember adds the exit of an unknown child to the recent ones, dropping

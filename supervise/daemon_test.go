@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"syscall"
@@ -399,6 +400,63 @@ func TestMissingProgramBacksOff(t *testing.T) {
 		// Failed starts at 0, 1s, 3s: the fourth is due at 7s.
 		if st[0].Crashes != 3 {
 			t.Errorf("got %d failed starts in 6s, want 3", st[0].Crashes)
+		}
+		shutdown(t, s)
+	})
+}
+
+func TestReload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeProcs()
+		keep, grow, swap, gone := daemon("keep", 1, 1), daemon("grow", 1, 1), daemon("swap", 1, 1), daemon("gone", 1, 1)
+		s := newTestSupervisor(t, f, 0, keep, grow, swap, gone)
+		synctest.Wait()
+		pidsOf := func() map[string][]int {
+			st, err := s.List()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids := map[string][]int{}
+			for _, x := range st {
+				for _, in := range x.Instances {
+					pids[x.Name] = append(pids[x.Name], in.PID)
+				}
+			}
+			return pids
+		}
+		b := pidsOf()
+		before := []int{b["keep"][0], b["grow"][0], b["swap"][0], b["gone"][0]}
+		grow2 := grow
+		grow2.Max, grow2.Min = 3, 2
+		grow2.Pos = conffmt.Pos{Line: 9, Col: 1} // moved in the file: not a change
+		swap2 := swap
+		swap2.Args = []string{"--new"}
+		added := daemon("added", 1, 1)
+		keep2 := keep
+		keep2.Pos = conffmt.Pos{Line: 1, Col: 1}
+		d := s.Reload([]conffmt.Service{keep2, grow2, swap2, added})
+		synctest.Wait()
+		if got, want := fmt.Sprint(d.Added, d.Removed, d.Changed), "[added] [gone] [grow swap]"; got != want {
+			t.Errorf("got diff %s, want %s", got, want)
+		}
+		pids := pidsOf()
+		if got := pids["keep"]; len(got) != 1 || got[0] != before[0] {
+			t.Errorf("unchanged service: got pids %v, want [%d]", got, before[0])
+		}
+		if got := pids["grow"]; len(got) != 2 || got[0] != before[1] {
+			t.Errorf("grown service: got pids %v, want %d kept and one more", got, before[1])
+		}
+		if got := pids["swap"]; len(got) != 1 || got[0] == before[2] {
+			t.Errorf("changed program: got pids %v, want one new instance", got)
+		}
+		if _, ok := pids["gone"]; ok || slices.Contains(f.pids(), before[3]) {
+			t.Errorf("removed service still runs: %v", pids["gone"])
+		}
+		if got := pids["added"]; len(got) != 1 {
+			t.Errorf("added service: got pids %v, want one", got)
+		}
+		if err := s.Enable("gone"); err == nil {
+			t.Errorf("removed service can still be enabled")
 		}
 		shutdown(t, s)
 	})

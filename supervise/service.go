@@ -62,7 +62,6 @@ type instance struct {
 	asked    bool           // metad asked it to stop: its end is not a failure
 	killAt   time.Time      // stopping: when SIGKILL follows; zero otherwise
 	killed   bool
-	out      *output // watch_output pipes; nil when output is not watched
 }
 
 // pending is a pidfile daemon whose launcher has exited cleanly and whose
@@ -91,10 +90,12 @@ type service struct {
 	holdUntil  time.Time // no automatic start before this (backoff)
 	nextPeriod time.Time // daemon with period: next periodic start
 	restarts   int       // instances that ended without being asked to
+	readers    []*reader // watch_output pipes still being read
 	timer      *time.Timer
 
 	// stream
-	acceptor *acceptor     // nil while the socket is closed
+	sock     *os.File      // the listening socket, in Go's netpoller; nil while closed
+	acceptor *acceptor     // nil while not accepting
 	slots    chan struct{} // one token per instance or held slot; capacity max
 	conns    chan conn     // accepted connections from the acceptor
 	held     []time.Time   // when each slot held by a crash is given back
@@ -146,7 +147,7 @@ func (sv *service) run() {
 	defer sv.timer.Stop()
 	defer sv.closeSockets()
 	now := time.Now()
-	if sv.conf.Period > 0 {
+	if sv.conf.Period > 0 && sv.nextPeriod.IsZero() {
 		sv.nextPeriod = now.Add(sv.conf.Period)
 	}
 	sv.reconcile(now)
@@ -230,8 +231,8 @@ func (sv *service) reconcile(now time.Time) {
 	case conffmt.Listener:
 		sv.reconcileListener(now)
 	case conffmt.Stream:
-		if sv.acceptor == nil && !now.Before(sv.holdUntil) {
-			if err := sv.startAccepting(); err != nil {
+		if (sv.sock == nil || sv.acceptor == nil) && !now.Before(sv.holdUntil) {
+			if err := sv.openStream(); err != nil {
 				sv.socketFailed(now, err)
 			}
 		}
@@ -243,7 +244,7 @@ func (sv *service) reconcile(now time.Time) {
 // closeSockets closes metad's listening socket, if any: a disabled socket
 // service refuses connections.
 func (sv *service) closeSockets() {
-	sv.stopAccepting()
+	sv.closeStream()
 	sv.closeListener()
 	sv.connWaiting = false
 }
@@ -320,13 +321,24 @@ func (sv *service) start(now time.Time) error {
 		}
 		return err
 	}
-	inst := &instance{pid: pid, pgid: pid, started: now, launcher: sv.conf.Pidfile != "", out: out}
+	inst := &instance{pid: pid, pgid: pid, started: now, launcher: sv.conf.Pidfile != ""}
 	sv.instances[pid] = inst
 	sv.log.Info().Int("pid", pid).Msg("started")
 	if out != nil {
-		out.start(sv.log.With().Int("pid", pid).Logger())
+		sv.watchOutput(out, pid)
 	}
 	return nil
+}
+
+// watchOutput starts logging the pipes of a new instance.
+func (sv *service) watchOutput(out *output, pid int) {
+	live := sv.readers[:0]
+	for _, rd := range sv.readers {
+		if !rd.ended() {
+			live = append(live, rd)
+		}
+	}
+	sv.readers = append(live, out.start(pid, sv.log.With().Int("pid", pid).Logger())...)
 }
 
 // exited handles the end of an instance, as reported by the reaper.
@@ -469,7 +481,7 @@ func (sv *service) arm(now time.Time) {
 	}
 	if sv.enabled && !sv.quitting {
 		switch {
-		case sv.conf.Class == conffmt.Stream && sv.acceptor == nil,
+		case sv.conf.Class == conffmt.Stream && sv.sock == nil,
 			sv.conf.Class == conffmt.Listener && (sv.lfd < 0 || (sv.live() == 0 && (sv.connWaiting || sv.conf.Min > 0))),
 			sv.conf.Class == conffmt.Daemon && sv.live() < sv.conf.Min:
 			earliest(sv.holdUntil)

@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -15,11 +16,12 @@ type conn struct {
 	remote unix.Sockaddr
 }
 
-// acceptor owns the listening socket of an enabled stream service and the
-// goroutine that accepts on it. It accepts only while it holds a slot, so
-// at max instances connections wait in the kernel's backlog.
+// acceptor is the goroutine that accepts on an enabled stream service's
+// listening socket. It accepts only while it holds a slot, so at max
+// instances connections wait in the kernel's backlog. Stopping it leaves
+// the socket open, so that the service can change its max or hand the
+// socket to a new metad without refusing anyone.
 type acceptor struct {
-	file  *os.File // the listening socket, in Go's netpoller
 	stop  chan struct{}
 	ended chan struct{} // closed when the goroutine has returned
 }
@@ -38,28 +40,31 @@ func (sv *service) endpoint() Endpoint {
 	return Endpoint{Addr: sv.conf.Addr, Port: sv.conf.Port}
 }
 
-// startAccepting opens the socket and starts the accept goroutine.
-func (sv *service) startAccepting() error {
-	fd, err := sv.openSocket()
-	if err != nil {
-		return err
+// openStream opens the stream socket, if it is not open, and starts the
+// acceptor, if it is not running.
+func (sv *service) openStream() error {
+	if sv.sock == nil {
+		fd, err := sv.openSocket()
+		if err != nil {
+			return err
+		}
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("cannot make socket %s non-blocking: %w", sv.endpoint(), err)
+		}
+		sv.sock = os.NewFile(uintptr(fd), sv.endpoint().String())
+		sv.log.Info().Stringer("addr", sv.endpoint()).Msg("listening")
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return err
+	if sv.acceptor == nil {
+		a := &acceptor{stop: make(chan struct{}), ended: make(chan struct{})}
+		sv.acceptor = a
+		go a.run(sv.sock, sv.slots, sv.conns)
 	}
-	a := &acceptor{
-		file:  os.NewFile(uintptr(fd), sv.endpoint().String()),
-		stop:  make(chan struct{}),
-		ended: make(chan struct{}),
-	}
-	sv.acceptor = a
-	go a.run(sv.slots, sv.conns)
-	sv.log.Info().Stringer("addr", sv.endpoint()).Msg("listening")
 	return nil
 }
 
-// stopAccepting closes the socket and waits for the accept goroutine.
+// stopAccepting stops the acceptor and waits for it, serving the
+// connections it had accepted meanwhile. The socket stays open.
 func (sv *service) stopAccepting() {
 	a := sv.acceptor
 	if a == nil {
@@ -67,16 +72,53 @@ func (sv *service) stopAccepting() {
 	}
 	sv.acceptor = nil
 	close(a.stop)
-	a.file.Close()
-	<-a.ended
+	sv.sock.SetReadDeadline(time.Unix(1, 0)) // wakes a pending accept
+	for {
+		select {
+		case c := <-sv.conns:
+			sv.serve(time.Now(), c)
+			continue
+		case <-a.ended:
+		}
+		break
+	}
+	sv.sock.SetReadDeadline(time.Time{})
+}
+
+// closeStream stops the acceptor and closes the socket: clients are
+// refused from now on.
+func (sv *service) closeStream() {
+	if sv.sock == nil {
+		return
+	}
+	sv.stopAccepting()
+	sv.sock.Close()
+	sv.sock = nil
 	sv.log.Info().Stringer("addr", sv.endpoint()).Msg("closed socket")
 }
 
+// resizeSlots gives a stream service a new max without closing its
+// socket: the slots in use carry over, up to the new max.
+func (sv *service) resizeSlots(max int) {
+	running := sv.acceptor != nil
+	sv.stopAccepting()
+	used := len(sv.instances) + len(sv.held)
+	sv.slots = make(chan struct{}, max)
+	for range min(used, max) {
+		sv.slots <- struct{}{}
+	}
+	if running {
+		if err := sv.openStream(); err != nil {
+			sv.log.Error().Err(err).Msg("cannot accept")
+		}
+	}
+}
+
 // run accepts connections and hands them to the service goroutine, one per
-// free slot.
-func (a *acceptor) run(slots chan struct{}, conns chan<- conn) {
+// free slot, until stop is closed or the socket is.
+func (a *acceptor) run(sock *os.File, slots chan struct{}, conns chan<- conn) {
 	defer close(a.ended)
-	rc, err := a.file.SyscallConn()
+	rc, err := sock.SyscallConn()
 	if err != nil {
 		return
 	}
@@ -97,25 +139,20 @@ func (a *acceptor) run(slots chan struct{}, conns chan<- conn) {
 		}
 		if err != nil {
 			<-slots
-			if errors.Is(err, os.ErrClosed) {
-				return
-			}
-			// ECONNABORTED, EMFILE...: try again with the next connection,
-			// unless the socket is being closed.
 			select {
 			case <-a.stop:
 				return
 			default:
-				continue
 			}
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			// ECONNABORTED, EMFILE...: go on with the next connection.
+			continue
 		}
-		select {
-		case conns <- c:
-		case <-a.stop:
-			unix.Close(c.fd)
-			<-slots
-			return
-		}
+		// The service goroutine takes every accepted connection, even
+		// while it stops this acceptor: none is dropped.
+		conns <- c
 	}
 }
 
@@ -173,7 +210,7 @@ func (sv *service) serve(now time.Time, c conn) {
 	}
 	sv.instances[pid] = &instance{pid: pid, pgid: pid, started: now}
 	if out != nil {
-		out.start(sv.log.With().Int("pid", pid).Logger())
+		sv.watchOutput(out, pid)
 	}
 	sv.log.Debug().Int("pid", pid).Str("remote", remoteIP.String()).Int("port", remotePort).Msg("started")
 }

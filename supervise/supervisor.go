@@ -77,9 +77,10 @@ type Supervisor struct {
 	shim      string     // metad's own binary, for the listener shim
 	inherited *Inherited // listening sockets handed to metad at start
 
-	mu       sync.Mutex // guards services and order (the set, not their state)
+	mu       sync.Mutex // guards services, order and leaving (the sets, not their state)
 	services map[string]*service
 	order    []*service
+	leaving  []*service // removed by a reload, still stopping
 	wg       sync.WaitGroup
 }
 
@@ -286,13 +287,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	svcs := slices.Clone(s.order)
 	s.mu.Unlock()
 	for _, sv := range svcs {
-		_ = sv.call(func() {
-			now := time.Now()
-			sv.quitting = true
-			sv.enabled = false
-			sv.stopInstances(now)
-			sv.settle(now)
-		})
+		_ = sv.call(func() { sv.quit(time.Now()) })
 	}
 	done := make(chan struct{})
 	go func() {

@@ -53,6 +53,7 @@ type runOpts struct {
 	cmd  []string // command mode
 	pid1 bool     // PID 1 of a new PID (and mount) namespace
 	env  []string
+	bin  string // the metad binary; "" for the one under test
 }
 
 func requireRoot(t *testing.T) {
@@ -80,12 +81,16 @@ func startMetad(t *testing.T, o runOpts) *instance {
 	if len(o.cmd) > 0 {
 		args = append(append(args, "--"), o.cmd...)
 	}
+	bin := metadBin
+	if o.bin != "" {
+		bin = o.bin
+	}
 	var cmd *exec.Cmd
 	if o.pid1 {
 		requireRoot(t)
-		cmd = pid1Command(metadBin, args...)
+		cmd = pid1Command(bin, args...)
 	} else {
-		cmd = exec.Command(metadBin, args...)
+		cmd = exec.Command(bin, args...)
 	}
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), o.env...)

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"metad/init"
+	"metad/supervise"
+)
+
+// Re-exec: metad executes its binary again (the file on disk, so that an
+// upgrade takes effect) in the same process, so that every instance stays
+// its child. The state goes in a memfd whose number is in METAD_STATE_FD;
+// listening sockets and watched pipes stay open across exec and are named
+// by number in the state. Before it executes anything, the old image runs
+// the new binary with METAD_REEXEC_CHECK set and checks that it answers
+// with a state version it can hand over; a binary that is missing, not
+// executable or of another state version is refused and nothing changes.
+// Should the new image still fail to read the state, it executes the old
+// binary again (kept open as METAD_PREVIOUS_EXE_FD) with the same state.
+const (
+	envStateFD     = "METAD_STATE_FD"
+	envPreviousExe = "METAD_PREVIOUS_EXE_FD"
+	envReexecCheck = "METAD_REEXEC_CHECK"
+)
+
+// checkTimeout bounds the check run of a new binary.
+const checkTimeout = 5 * time.Second
+
+// handover is the whole state a metad hands to its next image.
+type handover struct {
+	Services *supervise.State `json:"services"`
+	Command  int              `json:"command,omitempty"` // the command's pid in command mode
+}
+
+// answerCheck is what a binary run with METAD_REEXEC_CHECK prints.
+func answerCheck() string {
+	return "metad-state " + strconv.Itoa(supervise.StateVersion)
+}
+
+// checkBinary runs path with METAD_REEXEC_CHECK and checks its answer.
+func checkBinary(reaper *initsys.Reaper, path string) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	exited := make(chan initsys.Exit, 1)
+	p := &initsys.Proc{
+		Path:   path,
+		Argv:   []string{path},
+		Env:    append(os.Environ(), envReexecCheck+"=1"),
+		Files:  []int{-1, int(w.Fd()), 2},
+		Setsid: true,
+	}
+	pid, err := reaper.Spawn(p, func(e initsys.Exit) { exited <- e })
+	w.Close()
+	if err != nil {
+		return err
+	}
+	r.SetReadDeadline(time.Now().Add(checkTimeout))
+	line, _ := bufio.NewReader(io.LimitReader(r, 256)).ReadString('\n')
+	select {
+	case e := <-exited:
+		if e.Code() != 0 {
+			return fmt.Errorf("its check run ended with %s", e)
+		}
+	case <-time.After(checkTimeout):
+		syscall.Kill(pid, syscall.SIGKILL)
+		<-exited
+		return errors.New("its check run did not end")
+	}
+	if got := strings.TrimSpace(line); got != answerCheck() {
+		return fmt.Errorf("it answered %q, want %q", got, answerCheck())
+	}
+	return nil
+}
+
+// reexec hands everything over and executes d.exe in place of this image.
+// It returns only if that failed, after undoing the handover.
+func (d *daemon) reexec() error {
+	st, resume, err := d.sup.Handover(d.reaper.Pause)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		resume()
+		return fmt.Errorf("cannot re-execute %q: %w", d.exe, err)
+	}
+	data, err := json.Marshal(handover{Services: st, Command: d.cmdPid})
+	if err != nil {
+		return fail(err)
+	}
+	fd, err := unix.MemfdCreate("metad-state", 0) // no close-on-exec: for the new image
+	if err != nil {
+		return fail(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, data); err != nil {
+		return fail(err)
+	}
+	env := withoutEnv(os.Environ(), envStateFD, envPreviousExe)
+	env = append(env, envStateFD+"="+strconv.Itoa(fd))
+	if prev, err := unix.Open("/proc/self/exe", unix.O_RDONLY, 0); err == nil {
+		defer unix.Close(prev)
+		env = append(env, envPreviousExe+"="+strconv.Itoa(prev))
+	}
+	instances, sockets := st.Counts()
+	d.log.Info().Str("binary", d.exe).Int("instances", instances).Int("sockets", sockets).Msg("re-executing")
+	err = unix.Exec(d.exe, os.Args, env)
+	return fail(err)
+}
+
+// takeHandover reads the state left by the previous image, if metad was
+// started by a re-exec. When the state cannot be read it executes the
+// previous binary again, which can; it returns an error only when that is
+// impossible too, and metad then starts afresh.
+func takeHandover() (*handover, error) {
+	v := os.Getenv(envStateFD)
+	if v == "" {
+		return nil, nil
+	}
+	h, err := readHandover(v)
+	if err == nil {
+		os.Unsetenv(envStateFD)
+		if prev := os.Getenv(envPreviousExe); prev != "" {
+			if n, err := strconv.Atoi(prev); err == nil {
+				unix.Close(n)
+			}
+			os.Unsetenv(envPreviousExe)
+		}
+		return h, nil
+	}
+	if prev, perr := strconv.Atoi(os.Getenv(envPreviousExe)); perr == nil {
+		env := withoutEnv(os.Environ(), envPreviousExe)
+		fmt.Fprintf(os.Stderr, "metad: cannot take the handed-over state (%v); going back to the previous binary\n", err)
+		execFD(prev, os.Args, env)
+	}
+	return nil, err
+}
+
+func readHandover(v string) (*handover, error) {
+	fd, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read state: %s=%q is not a descriptor", envStateFD, v)
+	}
+	f := os.NewFile(uintptr(fd), "metad-state")
+	defer f.Close()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("cannot read state: %w", err)
+	}
+	var h handover
+	if err := json.NewDecoder(f).Decode(&h); err != nil {
+		return nil, fmt.Errorf("cannot read state: %w", err)
+	}
+	if h.Services == nil || h.Services.Version != supervise.StateVersion {
+		return nil, fmt.Errorf("cannot read state: not version %d", supervise.StateVersion)
+	}
+	return &h, nil
+}
+
+// execFD executes the program open at fd (execveat with AT_EMPTY_PATH).
+// It returns only on failure.
+func execFD(fd int, argv, env []string) error {
+	path, err := unix.BytePtrFromString("")
+	if err != nil {
+		return err
+	}
+	argvp, err := syscall.SlicePtrFromStrings(argv)
+	if err != nil {
+		return err
+	}
+	envp, err := syscall.SlicePtrFromStrings(env)
+	if err != nil {
+		return err
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(path)),
+		uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])), unix.AT_EMPTY_PATH, 0)
+	return errno
+}
+
+// withoutEnv returns env without the variables named.
+func withoutEnv(env []string, names ...string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		drop := false
+		for _, n := range names {
+			drop = drop || name == n
+		}
+		if !drop {
+			out = append(out, kv)
+		}
+	}
+	return out
+}

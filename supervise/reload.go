@@ -1,0 +1,146 @@
+package supervise
+
+import (
+	"reflect"
+	"time"
+
+	"metad/conffmt"
+)
+
+// Diff says what a reload changed, by service name, in config order.
+type Diff struct {
+	Added   []string
+	Removed []string
+	Changed []string
+}
+
+// Reload applies a new config by service name: a service whose settings
+// are the same is not touched (same pids, same socket, same backoff
+// state); a removed one is stopped and its socket closed; an added one
+// starts; a changed one gets the new settings — in place when running
+// instances are unaffected, else by replacing its instances (see
+// service.update). svcs must be valid, as conffmt.Parse returns them.
+func (s *Supervisor) Reload(svcs []conffmt.Service) Diff {
+	var d Diff
+	s.mu.Lock()
+	old := s.services
+	next := make(map[string]*service, len(svcs))
+	var order []*service
+	var changed, added []*service
+	var changedConf []conffmt.Service
+	for _, c := range svcs {
+		if sv, ok := old[c.Name]; ok && sv.conf.Class == c.Class {
+			next[c.Name] = sv
+			order = append(order, sv)
+			if !sameService(sv.conf, c) {
+				changed = append(changed, sv)
+				changedConf = append(changedConf, c)
+				d.Changed = append(d.Changed, c.Name)
+			}
+			continue
+		}
+		sv := newService(s, c)
+		next[c.Name] = sv
+		order = append(order, sv)
+		added = append(added, sv)
+		d.Added = append(d.Added, c.Name)
+	}
+	var removed []*service
+	for _, sv := range s.order {
+		if next[sv.conf.Name] != sv {
+			removed = append(removed, sv)
+			d.Removed = append(d.Removed, sv.conf.Name)
+		}
+	}
+	s.services, s.order = next, order
+	live := s.leaving[:0]
+	for _, sv := range s.leaving {
+		select {
+		case <-sv.done:
+		default:
+			live = append(live, sv)
+		}
+	}
+	s.leaving = append(live, removed...)
+	s.mu.Unlock()
+
+	// Removed services first, so that their ports are free for the rest.
+	for _, sv := range removed {
+		_ = sv.call(func() {
+			sv.log.Info().Msg("removed")
+			sv.quit(time.Now())
+		})
+	}
+	for i, sv := range changed {
+		_ = sv.call(func() { sv.update(changedConf[i], time.Now()) })
+	}
+	for _, sv := range added {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			sv.run()
+		}()
+	}
+	return d
+}
+
+// sameService reports whether two configs of a service are the same,
+// wherever in the file they stand.
+func sameService(a, b conffmt.Service) bool {
+	a.Pos, b.Pos = conffmt.Pos{}, conffmt.Pos{}
+	return reflect.DeepEqual(a, b)
+}
+
+// inPlace reports whether a service can go from a to b without touching
+// its running instances: only settings that govern future starts differ.
+func inPlace(a, b conffmt.Service) bool {
+	b.Min, b.Max, b.Period, b.Enabled = a.Min, a.Max, a.Period, a.Enabled
+	b.Crash, b.Backoff, b.Stop = a.Crash, a.Backoff, a.Stop
+	b.Addr, b.Port, b.Backlog = a.Addr, a.Port, a.Backlog
+	return sameService(a, b)
+}
+
+// update gives the service new settings. Settings that only govern future
+// starts (min, max, period, enabled, crash, backoff, stop) apply in place.
+// A new address, port or backlog reopens the socket. Any other change
+// (program, arguments, user, environment...) replaces the instances of a
+// daemon or listener: they get the stop signal and the class rules start
+// new ones. Running stream instances serve their connections to the end;
+// new connections get the new settings.
+func (sv *service) update(c conffmt.Service, now time.Time) {
+	old := sv.conf
+	sv.conf = c
+	sv.spec = newSpec(&c, sv.sup.env)
+	if c.Class == conffmt.Listener {
+		sv.spec = sv.spec.listener(sv.sup.shim, c.Name)
+	}
+	if old.Enabled != c.Enabled {
+		sv.enabled = c.Enabled
+	}
+	if old.Period != c.Period {
+		sv.nextPeriod = now.Add(c.Period)
+	}
+	socketMoved := old.Addr != c.Addr || old.Port != c.Port || old.Backlog != c.Backlog
+	if socketMoved {
+		sv.closeSockets() // reconcile opens the new one
+	}
+	if c.Class == conffmt.Stream && old.Max != c.Max {
+		sv.resizeSlots(c.Max)
+	}
+	replace := !inPlace(old, c) || (c.Class == conffmt.Listener && socketMoved)
+	if replace && c.Class != conffmt.Stream {
+		sv.stopInstances(now)
+	}
+	sv.log.Info().Bool("replaced", replace && c.Class != conffmt.Stream).Msg("changed")
+	sv.reconcile(now)
+}
+
+// quit stops the service for good: it starts nothing more, its socket is
+// closed, its instances are stopped, and its goroutine ends when the last
+// one has exited.
+func (sv *service) quit(now time.Time) {
+	sv.quitting = true
+	sv.enabled = false
+	sv.stopInstances(now)
+	sv.reconcile(now)
+}

@@ -1,0 +1,299 @@
+package tests
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// metac runs metac against the instance's local socket.
+func (m *instance) metac(args ...string) (string, string, int) {
+	m.t.Helper()
+	m.waitEvent(1, "metad to start", msg("metad started"))
+	return runBin(m.t, metacBin, append([]string{"-s", filepath.Join(m.dir, "metad.sock")}, args...)...)
+}
+
+// rewrite replaces the instance's config file.
+func (m *instance) rewrite(conf string) {
+	m.t.Helper()
+	if err := os.WriteFile(filepath.Join(m.dir, "metad.conf"), []byte(conf), 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+func pidOf(ev event) int { return ev.int("pid") }
+
+func TestReloadAppliesDifference(t *testing.T) {
+	for _, how := range []string{"SIGHUP", "metac"} {
+		t.Run(how, func(t *testing.T) {
+			conf := "keep daemon /bin/sleep 1000\n" +
+				"gone daemon /bin/sleep 1000\n" +
+				"grow daemon /bin/sleep 1000\n" +
+				"swap daemon /bin/sleep 1000\n"
+			m := startMetad(t, runOpts{conf: conf, pid1: how == "SIGHUP" && os.Geteuid() == 0})
+			pids := map[string]int{}
+			for _, svc := range []string{"keep", "gone", "grow", "swap"} {
+				pids[svc] = pidOf(m.waitEvent(1, svc+" to start", msg("started", svc)))
+			}
+			m.rewrite("keep daemon /bin/sleep 1000\n" +
+				"grow daemon min=2 max=2 /bin/sleep 1000\n" +
+				"swap daemon /bin/sleep 2000\n" +
+				"added daemon /bin/sleep 1000\n")
+			if how == "SIGHUP" {
+				m.signal(syscall.SIGHUP)
+			} else if out, errOut, status := m.metac("reload"); status != 0 {
+				t.Fatalf("metac reload: status %d, %q %q", status, out, errOut)
+			}
+			ev := m.waitEvent(1, "the reload", msg("reloaded"))
+			if got := fmt.Sprint(ev["added"], ev["removed"], ev["changed"]); got != "[added] [gone] [grow swap]" {
+				t.Errorf("got reload %s, want [added] [gone] [grow swap]", got)
+			}
+			m.waitEvent(1, "the added service", msg("started", "added"))
+			m.waitEvent(2, "a second grow instance", msg("started", "grow"))
+			m.waitEvent(2, "the new swap instance", msg("started", "swap"))
+			m.waitEvent(1, "the removed service to stop", msg("exited", "gone"))
+			if n := m.count(msg("started", "keep")); n != 1 {
+				t.Errorf("unchanged service started %d times, want 1", n)
+			}
+			if n := m.count(msg("exited", "grow")); n != 0 {
+				t.Errorf("grown service lost %d instances, want 0", n)
+			}
+			m.waitEvent(1, "the old swap instance to stop", msg("exited", "swap"))
+			if ex := m.matching(msg("exited", "swap")); pidOf(ex[0]) != pids["swap"] {
+				t.Errorf("swap: pid %d exited, want the old one %d", pidOf(ex[0]), pids["swap"])
+			}
+		})
+	}
+}
+
+func TestReloadRefusesBrokenFile(t *testing.T) {
+	m := startMetad(t, runOpts{conf: "keep daemon /bin/sleep 1000\n"})
+	m.waitEvent(1, "keep to start", msg("started", "keep"))
+	m.rewrite("keep daemon mx=2 /bin/sleep 1000\nother daemon /nonexistent/prog\n")
+	out, errOut, status := m.metac("reload")
+	if status != 1 {
+		t.Errorf("metac reload of a broken file: got status %d, want 1", status)
+	}
+	all := out + errOut
+	for _, want := range []string{"metad.conf:1:13: unknown option \"mx\"", "metad.conf:2:14:"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("metac reload output lacks %q:\n%s", want, all)
+		}
+	}
+	if n := m.count(msg("reloaded")); n != 0 {
+		t.Errorf("a broken file was applied")
+	}
+	out, _, _ = m.metac("--json", "list")
+	if !strings.Contains(out, `"keep"`) || strings.Contains(out, `"other"`) {
+		t.Errorf("services changed after a refused reload: %s", out)
+	}
+}
+
+func TestWatchOutput(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, []byte(strings.Repeat("x", 1<<20)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := "talk daemon min=0 watch_output /bin/sh -c " + shq(`echo to-out; echo to-err >&2; printf partial`) + "\n" +
+		"big daemon min=0 watch_output /bin/cat " + big + "\n" +
+		"holder daemon watch_output /bin/sh -c " + shq(`echo holding; sleep 1000 & exit 0`) + "\n"
+	m := startMetad(t, runOpts{conf: conf})
+	out, errOut, status := m.metac("start", "talk")
+	if status != 0 {
+		t.Fatalf("metac start talk: %d %q %q", status, out, errOut)
+	}
+	pid := pidOf(m.waitEvent(1, "talk to start", msg("started", "talk")))
+	for _, want := range []struct{ line, stream string }{{"to-out", "stdout"}, {"to-err", "stderr"}, {"partial", "stdout"}} {
+		ev := m.waitEvent(1, want.line, msg(want.line, "talk"))
+		if ev.int("pid") != pid || ev.str("stream") != want.stream {
+			t.Errorf("%s: got pid %d stream %s, want %d %s", want.line, ev.int("pid"), ev.str("stream"), pid, want.stream)
+		}
+	}
+	m.metac("start", "big")
+	m.waitEvent(1, "big to exit", msg("exited", "big"))
+	total := 0
+	m.until(waitLimit, "the whole 1 MiB line", func() bool {
+		total = 0
+		for _, ev := range m.events {
+			if ev.str("svc") == "big" && ev.str("stream") == "stdout" {
+				total += len(ev.str("message"))
+			}
+		}
+		return total == 1<<20
+	})
+	// The holder's shell exits at once, but its sleep keeps the pipe open:
+	// metad must see the death from the reaper and restart it.
+	m.waitEvent(2, "holder to be restarted", msg("started", "holder"))
+	m.waitEvent(2, "the second holder to speak", msg("holding", "holder"))
+}
+
+// load is a set of clients making echo round trips.
+type load struct {
+	done, failed atomic.Int64
+	progress     chan struct{} // a round trip ended
+	stop         chan struct{}
+	wg           sync.WaitGroup
+}
+
+func startLoad(addr string, clients int) *load {
+	l := &load{progress: make(chan struct{}, 1), stop: make(chan struct{})}
+	for range clients {
+		l.wg.Add(1)
+		go hammer(addr, l)
+	}
+	return l
+}
+
+// waitFor waits until n round trips have ended in all.
+func (l *load) waitFor(t *testing.T, n int64) {
+	t.Helper()
+	timeout := time.After(waitLimit)
+	for l.done.Load() < n {
+		select {
+		case <-l.progress:
+		case <-timeout:
+			t.Fatalf("timed out after %d of %d round trips", l.done.Load(), n)
+		}
+	}
+}
+
+func (l *load) end() {
+	close(l.stop)
+	l.wg.Wait()
+}
+
+// hammer makes echo round trips on addr until the load stops, counting
+// the ones that failed in any way.
+func hammer(addr string, l *load) {
+	stop, done, failed, wg := l.stop, &l.done, &l.failed, &l.wg
+	defer wg.Done()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		err := func() error {
+			c, err := net.DialTimeout("tcp", addr, waitLimit)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "ping %d\n", i)
+			c.(*net.TCPConn).CloseWrite()
+			b, err := io.ReadAll(c)
+			if err != nil {
+				return err
+			}
+			if string(b) != fmt.Sprintf("ping %d\n", i) {
+				return fmt.Errorf("got %q", b)
+			}
+			return nil
+		}()
+		if err != nil {
+			failed.Add(1)
+		}
+		done.Add(1)
+		select {
+		case l.progress <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func TestReexecKeepsEverything(t *testing.T) {
+	for _, pid1 := range []bool{false, os.Geteuid() == 0} {
+		t.Run(fmt.Sprintf("pid1=%v", pid1), func(t *testing.T) {
+			port := freePort(t)
+			conf := fmt.Sprintf("echo stream port=%d addr=127.0.0.1 /bin/cat\n", port) +
+				"three daemon min=3 max=3 /bin/sleep 1000\n" +
+				"off daemon /bin/sleep 1000\n" +
+				"crashy daemon backoff=1h /bin/false\n"
+			m := startMetad(t, runOpts{conf: conf, pid1: pid1})
+			m.waitListening("echo")
+			m.waitEvent(3, "three instances", msg("started", "three"))
+			m.waitEvent(1, "off to start", msg("started", "off"))
+			m.waitEvent(2, "crashy's second backoff", msg("backoff", "crashy"))
+			if _, errOut, status := m.metac("disable", "off"); status != 0 {
+				t.Fatalf("metac disable: %s", errOut)
+			}
+			before, _, _ := m.metac("--json", "list", "three", "off", "crashy")
+
+			l := startLoad(fmt.Sprintf("127.0.0.1:%d", port), 4)
+			l.waitFor(t, 50)
+			if out, errOut, status := m.metac("reexec"); status != 0 {
+				l.end()
+				t.Fatalf("metac reexec: status %d, %q %q", status, out, errOut)
+			}
+			m.waitEvent(1, "the new image", msg("took over from the previous metad"))
+			l.waitFor(t, l.done.Load()+200)
+			l.end()
+			if n := l.failed.Load(); n != 0 {
+				t.Errorf("%d of %d round trips failed across the re-exec", n, l.done.Load())
+			}
+			after, _, _ := m.metac("--json", "list", "three", "off", "crashy")
+			if before != after {
+				t.Errorf("services changed across the re-exec:\nbefore %s\nafter  %s", before, after)
+			}
+			// An instance started before is still supervised: killed, it is
+			// reaped and replaced.
+			if !pid1 {
+				old := pidOf(m.waitEvent(1, "a three instance", msg("started", "three")))
+				syscall.Kill(old, syscall.SIGKILL)
+				m.waitEvent(4, "a replacement", msg("started", "three"))
+			} else {
+				m.metac("kill", "three", "KILL")
+				m.waitEvent(6, "replacements", msg("started", "three"))
+			}
+		})
+	}
+}
+
+func TestReexecIntoBrokenBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "metad")
+	b, err := os.ReadFile(metadBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	conf := fmt.Sprintf("echo stream port=%d addr=127.0.0.1 /bin/cat\n", port)
+	m := startMetad(t, runOpts{conf: conf, bin: bin})
+	m.waitListening("echo")
+	for _, broken := range []string{"not a program at all\n", "#!/bin/sh\nexit 3\n", "#!/bin/sh\necho metad-state 999\n"} {
+		os.Remove(bin)
+		if err := os.WriteFile(bin, []byte(broken), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, status := m.metac("reexec")
+		if status != 1 || !strings.Contains(out+errOut, "cannot re-execute") {
+			t.Errorf("reexec into %q: got status %d, %q %q; want 1 and the reason", broken, status, out, errOut)
+		}
+		c := dial(t, fmt.Sprintf("127.0.0.1:%d", port))
+		fmt.Fprintln(c, "still here")
+		c.(*net.TCPConn).CloseWrite()
+		if got, _ := io.ReadAll(c); string(got) != "still here\n" {
+			t.Errorf("after a refused re-exec: got %q, want the echo", got)
+		}
+	}
+	os.Remove(bin)
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, status := m.metac("reexec"); status != 0 {
+		t.Fatalf("reexec into the real binary: status %d, %q %q", status, out, errOut)
+	}
+	m.waitEvent(1, "the new image", msg("took over from the previous metad"))
+}
