@@ -163,9 +163,21 @@ func newLogger(format, level string) zerolog.Logger {
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" // milliseconds: backoff delays show in the times
 	var w io.Writer = os.Stderr
 	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.DateTime, NoColor: !isTerminal(2)}
+		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.DateTime, NoColor: !isTerminal(2), FormatPrepare: outputLine}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// outputLine shows a line of a watched program (an event with a stream
+// field) in the console as "svc[pid] line".
+func outputLine(ev map[string]any) error {
+	if _, ok := ev["stream"]; ok {
+		ev[zerolog.MessageFieldName] = fmt.Sprintf("%v[%v] %v", ev["svc"], ev["pid"], ev[zerolog.MessageFieldName])
+		delete(ev, "svc")
+		delete(ev, "pid")
+		delete(ev, "stream")
+	}
+	return nil
 }
 
 func isTerminal(fd int) bool {

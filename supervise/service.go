@@ -100,6 +100,8 @@ type service struct {
 	conns    chan conn     // accepted connections from the acceptor
 	held     []time.Time   // when each slot held by a crash is given back
 
+	inheritedFD int // a socket handed to metad at start for this service, until used; -1 if none
+
 	// listener
 	lfd         int           // metad's copy of the listening socket; -1 when closed
 	watcher     *watcher      // waits for a connection while no instance runs
@@ -124,6 +126,12 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 		done:      make(chan struct{}),
 		timer:     time.NewTimer(time.Hour),
 		lfd:       -1,
+	}
+	sv.inheritedFD = -1
+	if c.Class == conffmt.Stream || c.Class == conffmt.Listener {
+		// Taken now, under the supervisor's lock: the rest are closed
+		// once the config is loaded.
+		sv.inheritedFD = sup.inherited.take(sv.endpoint())
 	}
 	sv.timer.Stop()
 	switch c.Class {
@@ -244,6 +252,10 @@ func (sv *service) reconcile(now time.Time) {
 // closeSockets closes metad's listening socket, if any: a disabled socket
 // service refuses connections.
 func (sv *service) closeSockets() {
+	if sv.inheritedFD >= 0 {
+		unix.Close(sv.inheritedFD)
+		sv.inheritedFD = -1
+	}
 	sv.closeStream()
 	sv.closeListener()
 	sv.connWaiting = false

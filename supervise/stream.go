@@ -29,7 +29,8 @@ type acceptor struct {
 // openSocket gets the service's listening socket: an inherited one that
 // matches its endpoint, or a new one.
 func (sv *service) openSocket() (int, error) {
-	if fd := sv.sup.inherited.take(sv.endpoint()); fd >= 0 {
+	if fd := sv.inheritedFD; fd >= 0 {
+		sv.inheritedFD = -1
 		sv.log.Info().Stringer("addr", sv.endpoint()).Msg("using inherited socket")
 		return fd, nil
 	}

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -271,4 +273,43 @@ func TestInheritedSocket(t *testing.T) {
 	if n := m.count(msg("cannot listen")); n != 0 {
 		t.Errorf("metad tried to bind anew %d times", n)
 	}
+}
+
+func TestDisabledSocketRefuses(t *testing.T) {
+	sport, lport := freePort(t), freePort(t)
+	conf := fmt.Sprintf("s stream port=%d addr=127.0.0.1 disabled /bin/echo served\n", sport) +
+		fmt.Sprintf("l listener port=%d addr=127.0.0.1 disabled %s\n", lport, strings.Join(helper("listen-check", strconv.Itoa(lport), "l"), " "))
+	m := startMetad(t, runOpts{conf: conf})
+	refused := func(port int) {
+		t.Helper()
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			t.Fatalf("port %d: connected to a disabled service, want connection refused", port)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("port %d: got %v, want connection refused", port, err)
+		}
+	}
+	m.waitEvent(1, "metad to start", msg("metad started"))
+	refused(sport)
+	refused(lport)
+	if _, errOut, status := m.metac("enable", "s", "l"); status != 0 {
+		t.Fatalf("metac enable: %s", errOut)
+	}
+	m.waitListening("s")
+	m.waitListening("l")
+	if b, _ := io.ReadAll(dial(t, fmt.Sprintf("127.0.0.1:%d", sport))); string(b) != "served\n" {
+		t.Errorf("stream after enable: got %q, want served", b)
+	}
+	if b, _ := io.ReadAll(dial(t, fmt.Sprintf("127.0.0.1:%d", lport))); string(b) != "ok\n" {
+		t.Errorf("listener after enable: got %q, want ok", b)
+	}
+	if _, errOut, status := m.metac("disable", "s", "l"); status != 0 {
+		t.Fatalf("metac disable: %s", errOut)
+	}
+	m.waitEvent(1, "the stream socket to close", msg("closed socket", "s"))
+	m.waitEvent(1, "the listener socket to close", msg("closed socket", "l"))
+	refused(sport)
+	refused(lport)
 }
