@@ -2,14 +2,55 @@ package main
 
 import (
 	"context"
+	"errors"
+	"os"
+	"sync"
 
 	"github.com/rs/zerolog"
 
+	"metad/netctl"
 	"metad/supervise"
 )
 
-// startControl starts the control servers: the local socket, and network
-// control when a key file is present. They run until ctx is done.
-func startControl(ctx context.Context, o *options, log zerolog.Logger, sup *supervise.Supervisor, d *daemon) error {
-	return nil
+// serveControl starts the control servers: the local socket, and network
+// control when a key file is present. They run until ctx is done; wait
+// then blocks until they have stopped and the socket file is removed. It
+// fails only when the local socket cannot be made, for instance because
+// another metad serves it; a problem with network control is logged and
+// leaves the local socket serving.
+func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supervise.Supervisor, d *daemon) (wait func(), err error) {
+	var wg sync.WaitGroup
+	host, _ := os.Hostname()
+	h := &netctl.Handler{
+		Controller: sup,
+		System:     d,
+		Version:    version,
+		Hostname:   host,
+		Machine:    d.machine,
+	}
+	local, err := netctl.ListenLocal(o.socket)
+	if err != nil {
+		return wg.Wait, err
+	}
+	wg.Go(func() { netctl.ServeLocal(ctx, local, h, log) })
+	log.Info().Str("socket", local.Path()).Msg("control socket listening")
+
+	key, err := netctl.LoadKey(o.keyFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		log.Info().Str("key", o.keyFile).Msg("no key file: network control is off")
+		return wg.Wait, nil
+	case err != nil:
+		log.Error().Err(err).Msg("network control is off")
+		return wg.Wait, nil
+	}
+	conn, err := netctl.ListenNet(o.port)
+	if err != nil {
+		log.Error().Err(err).Msg("network control is off")
+		return wg.Wait, nil
+	}
+	srv := &netctl.Server{Handler: h, Key: key, Port: o.port, Log: log}
+	wg.Go(func() { srv.Serve(ctx, conn) })
+	log.Info().Int("port", o.port).Msg("network control listening")
+	return wg.Wait, nil
 }

@@ -276,7 +276,7 @@ func serve(o *options, log zerolog.Logger) int {
 	if len(o.command) > 0 {
 		mode = initsys.Command
 	}
-	status, final := run(o, log, reaper, sigs, mode, inherited, handed)
+	status, final := run(o, log, reaper, sigs, mode, machine, inherited, handed)
 
 	if pid1 {
 		ctx, cancel := context.WithTimeout(context.Background(), o.stopTimeout+shutdownSlack)
@@ -300,7 +300,7 @@ func serve(o *options, log zerolog.Logger) int {
 // command mode, the command; handles events until shutdown; and stops
 // everything. It returns the exit status and, for PID 1 of a machine,
 // what to do last.
-func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.Signal, mode initsys.Mode, inherited *supervise.Inherited, handed *handover) (int, initsys.Final) {
+func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.Signal, mode initsys.Mode, machine bool, inherited *supervise.Inherited, handed *handover) (int, initsys.Final) {
 	sup, err := supervise.New(supervise.Config{Log: log, Procs: reaper, StopTimeout: o.stopTimeout, Inherited: inherited})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start supervisor")
@@ -332,12 +332,16 @@ func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.
 		exe = os.Args[0]
 	}
 	d := &daemon{
-		o: o, log: log, sup: sup, reaper: reaper, exe: exe, mode: mode, sigs: sigs,
+		o: o, log: log, sup: sup, reaper: reaper, exe: exe, mode: mode, machine: machine, sigs: sigs,
 		finals: make(chan initsys.Final, 1), reexecs: make(chan struct{}, 1), cmdExit: make(chan initsys.Exit, 1),
 	}
 	ctx, stopControl := context.WithCancel(context.Background())
-	defer stopControl()
-	if err := startControl(ctx, o, log, sup, d); err != nil {
+	waitControl, err := serveControl(ctx, o, log, sup, d)
+	defer func() {
+		stopControl()
+		waitControl() // the socket file is gone when metad exits
+	}()
+	if err != nil {
 		log.Error().Err(err).Msg("cannot start control")
 	}
 	log.Info().Str("config", o.conf).Int("services", nsvcs).Str("version", version).Msg("metad started")
@@ -374,6 +378,7 @@ type daemon struct {
 	reaper  *initsys.Reaper
 	exe     string // metad's binary, for re-exec
 	mode    initsys.Mode
+	machine bool // PID 1 of the machine
 	sigs    <-chan os.Signal
 	finals  chan initsys.Final // shutdown requests from control
 	reexecs chan struct{}      // re-exec requests from control

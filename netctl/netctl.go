@@ -1,11 +1,14 @@
 // Package netctl is metad's control plane: the metac command line, the
-// local control socket, and the network protocol.
+// local control socket, and the authenticated network protocol with
+// broadcast and relay (docs/protocol.md).
+//
+// It owns the wire formats, replay protection and the servers' loops. It
+// does not own services or metad's life: it acts through the Controller
+// and System interfaces, which the supervisor and main implement, and it
+// never starts processes.
 package netctl
 
 import (
-	"flag"
-	"fmt"
-	"io"
 	"os"
 	"strconv"
 )
@@ -30,26 +33,4 @@ func DefaultSocket() string {
 		return d + "/metad.sock"
 	}
 	return "/tmp/metad-" + strconv.Itoa(os.Geteuid()) + ".sock"
-}
-
-// Main runs metac with args (without the program name) and returns its
-// exit status. prog is how metac was called, for messages.
-func Main(prog string, args []string, version string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	showVersion := fs.Bool("V", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fmt.Fprintf(stdout, "usage: %s [-h HOST[,HOST...]] [-b [BCAST]] [-r RELAY] [-p PORT] [-k KEYFILE] [-s SOCKET] [-t TIMEOUT] [--json] COMMAND [ARG...]\n", prog)
-			return 0
-		}
-		fmt.Fprintf(stderr, "%s: %v (see %s -h)\n", prog, err, prog)
-		return 2
-	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "metac", version)
-		return 0
-	}
-	fmt.Fprintf(stderr, "%s: no command given (see %s -h)\n", prog, prog)
-	return 2
 }

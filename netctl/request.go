@@ -1,0 +1,288 @@
+package netctl
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"metad/init"
+	"metad/supervise"
+)
+
+// protocolVersion is the version of Request and Reply. A metad answers a
+// request of another version with an error naming the one it speaks.
+const protocolVersion = 1
+
+// Request is one control command, as JSON on the local socket and in a
+// request datagram.
+type Request struct {
+	Version int      `json:"v"`
+	Command string   `json:"cmd"`
+	Args    []string `json:"args,omitempty"`
+	// GatherMS is how long a relay collects replies, in milliseconds
+	// (relayed requests only).
+	GatherMS int64 `json:"gather_ms,omitempty"`
+}
+
+// Reply is metad's answer to a Request.
+type Reply struct {
+	Version  int       `json:"v"`
+	OK       bool      `json:"ok"`
+	Error    string    `json:"error,omitempty"` // lines, for reload
+	Name     string    `json:"name,omitempty"`  // the answering machine's host name
+	Metad    string    `json:"version,omitempty"`
+	Services []Service `json:"services,omitempty"`
+}
+
+// Service is the state of one service, as list reports it.
+type Service struct {
+	Name      string     `json:"name"`
+	Class     string     `json:"class"`
+	Enabled   bool       `json:"enabled"`
+	State     string     `json:"state"`
+	Port      int        `json:"port,omitempty"` // listener and stream
+	Instances []Instance `json:"instances"`
+	Restarts  int        `json:"restarts"`
+	Crashes   int        `json:"crashes"`              // in a row
+	NextStart *time.Time `json:"next_start,omitempty"` // next automatic start, when one is scheduled
+}
+
+// Instance is one running process of a service.
+type Instance struct {
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+}
+
+// Controller is what control needs of the supervisor; *supervise.Supervisor
+// implements it. Errors for names that are not services wrap
+// supervise.ErrUnknownService.
+type Controller interface {
+	List(names ...string) ([]supervise.Status, error)
+	Enable(names ...string) error
+	Disable(names ...string) error
+	Start(name string) error
+	Stop(names ...string) error
+	Restart(names ...string) error
+	Kill(name string, sig syscall.Signal) error
+}
+
+// System is what control needs of metad itself.
+type System interface {
+	// Reload re-reads the config file; the error lists its problems.
+	Reload() error
+	// Shutdown starts stopping everything and then doing f. It does not
+	// wait.
+	Shutdown(f initsys.Final)
+	// Reexec checks metad's binary and has it executed in place of the
+	// running image, keeping every instance, socket and state. The exec
+	// happens after Reexec returns (and the reply is on its way).
+	Reexec() error
+}
+
+// Handler carries out requests. Its methods are safe for concurrent use
+// when its Controller and System are.
+type Handler struct {
+	Controller Controller
+	System     System
+	Version    string // metad's, for the version command
+	Hostname   string // put in every reply
+	// Machine says metad is PID 1 of a machine, where poweroff, reboot
+	// and halt apply. Elsewhere they are refused; shutdown always works.
+	Machine bool
+}
+
+// command is one entry of the command table, shared by metac (to check
+// its arguments) and metad (to carry it out).
+type command struct {
+	args     string // for usage messages
+	what     string // for --help
+	min, max int    // number of arguments; max < 0: any
+	// check validates the arguments beyond their number.
+	check func(args []string) error
+	// do carries the command out; nil for a plain ok.
+	do func(h *Handler, args []string) (Reply, error)
+	// then is what happens once the reply is sent, when do succeeded:
+	// the reply to shutdown must leave before metad goes down.
+	then func(h *Handler)
+}
+
+// commands is the command table. It is never written to.
+var commands = map[string]command{
+	"list": {args: "[SERVICE...]", what: "state of the services (all by default)", min: 0, max: -1, do: (*Handler).list},
+	"enable": {args: "SERVICE...", what: "let the class rules start instances", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
+		return Reply{}, h.Controller.Enable(a...)
+	}},
+	"disable": {args: "SERVICE...", what: "start nothing more; instances run on", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
+		return Reply{}, h.Controller.Disable(a...)
+	}},
+	"start": {args: "SERVICE", what: "start one instance now", min: 1, max: 1, do: func(h *Handler, a []string) (Reply, error) {
+		return Reply{}, h.Controller.Start(a[0])
+	}},
+	"stop": {args: "SERVICE...", what: "disable, and stop every instance", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
+		return Reply{}, h.Controller.Stop(a...)
+	}},
+	"restart": {args: "SERVICE...", what: "stop the instances; the class rules start new ones", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
+		return Reply{}, h.Controller.Restart(a...)
+	}},
+	"kill":     {args: "SERVICE [SIGNAL]", what: "send SIGNAL (default TERM) to every instance", min: 1, max: 2, check: checkKill, do: (*Handler).kill},
+	"reload":   {what: "re-read the config file", do: func(h *Handler, _ []string) (Reply, error) { return Reply{}, h.System.Reload() }},
+	"reexec":   {what: "execute metad's binary again, keeping every instance and socket", do: func(h *Handler, _ []string) (Reply, error) { return Reply{}, h.System.Reexec() }},
+	"version":  {what: "metad's version", do: func(h *Handler, _ []string) (Reply, error) { return Reply{Metad: h.Version}, nil }},
+	"shutdown": {what: "stop everything and exit", then: func(h *Handler) { h.System.Shutdown(initsys.Poweroff) }},
+	"poweroff": finalCommand(initsys.Poweroff, "PID 1 of a machine: stop everything and power off"),
+	"reboot":   finalCommand(initsys.Reboot, "PID 1 of a machine: stop everything and reboot"),
+	"halt":     finalCommand(initsys.Halt, "PID 1 of a machine: stop everything and halt"),
+}
+
+// commandNames returns the commands in order, for usage messages.
+func commandNames() []string {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// checkRequest validates a command and its arguments against the table.
+func checkRequest(cmd string, args []string) error {
+	c, ok := commands[cmd]
+	if !ok {
+		return fmt.Errorf("unknown command %q (commands: %s)", cmd, strings.Join(commandNames(), ", "))
+	}
+	if len(args) < c.min || c.max >= 0 && len(args) > c.max {
+		if c.args == "" {
+			return fmt.Errorf("%s takes no arguments", cmd)
+		}
+		return fmt.Errorf("usage: %s %s", cmd, c.args)
+	}
+	if c.check != nil {
+		return c.check(args)
+	}
+	return nil
+}
+
+// Do carries out req and returns the reply, and what the caller must do
+// once the reply is sent, or nil. It never fails: errors are in the reply.
+func (h *Handler) Do(req Request) (Reply, func()) {
+	if req.Version != protocolVersion {
+		return h.Fail(fmt.Errorf("unsupported request version %d (this metad speaks %d)", req.Version, protocolVersion)), nil
+	}
+	if err := checkRequest(req.Command, req.Args); err != nil {
+		return h.Fail(err), nil
+	}
+	c := commands[req.Command]
+	var r Reply
+	if c.do != nil {
+		var err error
+		if r, err = c.do(h, req.Args); err != nil {
+			return h.Fail(err), nil
+		}
+	}
+	r.Version, r.Name, r.OK = protocolVersion, h.Hostname, true
+	if c.then == nil {
+		return r, nil
+	}
+	return r, func() { c.then(h) }
+}
+
+// Fail returns the reply that reports err.
+func (h *Handler) Fail(err error) Reply {
+	return Reply{Version: protocolVersion, Name: h.Hostname, Error: err.Error()}
+}
+
+func (h *Handler) list(names []string) (Reply, error) {
+	st, err := h.Controller.List(names...)
+	if err != nil {
+		return Reply{}, err
+	}
+	svcs := make([]Service, 0, len(st))
+	for _, s := range st {
+		svcs = append(svcs, serviceOf(s))
+	}
+	return Reply{Services: svcs}, nil
+}
+
+// serviceOf converts the supervisor's snapshot for the wire.
+func serviceOf(s supervise.Status) Service {
+	out := Service{
+		Name:      s.Name,
+		Class:     s.Class.String(),
+		Enabled:   s.Enabled,
+		State:     s.State,
+		Port:      s.Port,
+		Instances: make([]Instance, 0, len(s.Instances)),
+		Restarts:  s.Restarts,
+		Crashes:   s.Crashes,
+	}
+	for _, in := range s.Instances {
+		out.Instances = append(out.Instances, Instance{PID: in.PID, Started: in.Started})
+	}
+	if !s.NextStart.IsZero() {
+		next := s.NextStart
+		out.NextStart = &next
+	}
+	return out
+}
+
+func (h *Handler) kill(args []string) (Reply, error) {
+	sig := syscall.SIGTERM
+	if len(args) == 2 {
+		var err error
+		if sig, err = parseSignal(args[1]); err != nil {
+			return Reply{}, err
+		}
+	}
+	return Reply{}, h.Controller.Kill(args[0], sig)
+}
+
+func checkKill(args []string) error {
+	if len(args) == 2 {
+		_, err := parseSignal(args[1])
+		return err
+	}
+	return nil
+}
+
+// parseSignal parses a signal name with or without SIG, in any case, or a
+// number.
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 || n > 64 {
+			return 0, fmt.Errorf("invalid signal %q: not from 1 to 64", s)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("invalid signal %q: want a name (TERM, SIGHUP...) or a number", s)
+}
+
+// errNotMachine refuses poweroff, reboot and halt where they do not apply.
+var errNotMachine = errors.New("metad is not PID 1 of a machine: use shutdown")
+
+// finalCommand is poweroff, reboot or halt: refused unless metad is PID 1
+// of a machine.
+func finalCommand(f initsys.Final, what string) command {
+	return command{
+		what: what,
+		do: func(h *Handler, _ []string) (Reply, error) {
+			if !h.Machine {
+				return Reply{}, fmt.Errorf("cannot %s: %w", f, errNotMachine)
+			}
+			return Reply{}, nil
+		},
+		then: func(h *Handler) { h.System.Shutdown(f) },
+	}
+}

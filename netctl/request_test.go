@@ -1,0 +1,218 @@
+package netctl
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"metad/conffmt"
+	"metad/init"
+	"metad/supervise"
+)
+
+// fakeControl is a Controller and System that records the calls it gets.
+// It is safe for concurrent use, as servers need.
+type fakeControl struct {
+	mu        sync.Mutex
+	services  []supervise.Status
+	calls     []string
+	reloadErr error
+}
+
+func newFakeControl(names ...string) *fakeControl {
+	f := &fakeControl{}
+	for i, n := range names {
+		f.services = append(f.services, supervise.Status{
+			Name: n, Class: conffmt.Daemon, Enabled: true, State: "running",
+			Instances: []supervise.Instance{{PID: 100 + i, Started: testTime}},
+		})
+	}
+	return f
+}
+
+func (f *fakeControl) record(call string, names []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, strings.TrimSpace(call+" "+strings.Join(names, " ")))
+	for _, n := range names {
+		if !slices.ContainsFunc(f.services, func(s supervise.Status) bool { return s.Name == n }) {
+			return fmt.Errorf("%w %q", supervise.ErrUnknownService, n)
+		}
+	}
+	return nil
+}
+
+func (f *fakeControl) List(names ...string) ([]supervise.Status, error) {
+	if err := f.record("list", names); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(names) == 0 {
+		return slices.Clone(f.services), nil
+	}
+	var out []supervise.Status
+	for _, s := range f.services {
+		if slices.Contains(names, s.Name) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeControl) Enable(names ...string) error  { return f.record("enable", names) }
+func (f *fakeControl) Disable(names ...string) error { return f.record("disable", names) }
+func (f *fakeControl) Start(name string) error       { return f.record("start", []string{name}) }
+func (f *fakeControl) Stop(names ...string) error    { return f.record("stop", names) }
+func (f *fakeControl) Restart(names ...string) error { return f.record("restart", names) }
+func (f *fakeControl) Kill(name string, sig syscall.Signal) error {
+	return f.record(fmt.Sprintf("kill %d", sig), []string{name})
+}
+
+func (f *fakeControl) Reload() error {
+	f.record("reload", nil)
+	return f.reloadErr
+}
+
+func (f *fakeControl) Shutdown(fin initsys.Final) {
+	f.record("shutdown "+fin.String(), nil)
+}
+
+func (f *fakeControl) Reexec() error { return f.record("reexec", nil) }
+
+func (f *fakeControl) callLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+func newTestHandler(f *fakeControl, machine bool) *Handler {
+	return &Handler{Controller: f, System: f, Version: "1.2.3", Hostname: "box", Machine: machine}
+}
+
+func TestHandlerCommands(t *testing.T) {
+	tests := []struct {
+		name    string
+		machine bool
+		cmd     string
+		args    []string
+		call    string // recorded by the fake; "" for none
+		err     string // in the reply; "" for ok
+	}{
+		{"list", false, "list", nil, "list", ""},
+		{"list some", false, "list", []string{"web"}, "list web", ""},
+		{"list unknown", false, "list", []string{"nope"}, "list nope", `unknown service "nope"`},
+		{"enable", false, "enable", []string{"web", "db"}, "enable web db", ""},
+		{"enable needs a name", false, "enable", nil, "", "usage: enable SERVICE..."},
+		{"disable unknown", false, "disable", []string{"web", "nope"}, "disable web nope", `unknown service "nope"`},
+		{"start", false, "start", []string{"web"}, "start web", ""},
+		{"start takes one", false, "start", []string{"web", "db"}, "", "usage: start SERVICE"},
+		{"stop", false, "stop", []string{"db"}, "stop db", ""},
+		{"restart", false, "restart", []string{"db"}, "restart db", ""},
+		{"kill with TERM by default", false, "kill", []string{"web"}, "kill 15 web", ""},
+		{"kill by name", false, "kill", []string{"web", "HUP"}, "kill 1 web", ""},
+		{"kill by SIG name", false, "kill", []string{"web", "sigusr1"}, "kill 10 web", ""},
+		{"kill by number", false, "kill", []string{"web", "9"}, "kill 9 web", ""},
+		{"kill with a bad signal", false, "kill", []string{"web", "NOPE"}, "", `invalid signal "NOPE"`},
+		{"kill with signal 0", false, "kill", []string{"web", "0"}, "", `invalid signal "0"`},
+		{"reload", false, "reload", nil, "reload", ""},
+		{"reload takes nothing", false, "reload", []string{"x"}, "", "reload takes no arguments"},
+		{"version", false, "version", nil, "", ""},
+		{"shutdown", false, "shutdown", nil, "shutdown poweroff", ""},
+		{"poweroff refused off PID 1", false, "poweroff", nil, "", "cannot poweroff: metad is not PID 1 of a machine"},
+		{"reboot refused off PID 1", false, "reboot", nil, "", "cannot reboot: metad is not PID 1 of a machine"},
+		{"poweroff as PID 1", true, "poweroff", nil, "shutdown poweroff", ""},
+		{"reboot as PID 1", true, "reboot", nil, "shutdown reboot", ""},
+		{"halt as PID 1", true, "halt", nil, "shutdown halt", ""},
+		{"reexec", false, "reexec", nil, "reexec", ""},
+		{"unknown command", false, "frobnicate", nil, "", `unknown command "frobnicate"`},
+	}
+	for _, tt := range tests {
+		f := newFakeControl("web", "db")
+		r, then := newTestHandler(f, tt.machine).Do(Request{Version: protocolVersion, Command: tt.cmd, Args: tt.args})
+		if strings.HasPrefix(tt.call, "shutdown") && (then == nil || len(f.callLog()) != 0) {
+			t.Errorf("%s: got calls %q before the reply was sent, want the shutdown left for after it", tt.name, f.callLog())
+		}
+		if then != nil {
+			then()
+		}
+		var want []string
+		if tt.call != "" {
+			want = []string{tt.call}
+		}
+		if got := f.callLog(); !slices.Equal(got, want) {
+			t.Errorf("%s: got calls %q, want %q", tt.name, got, want)
+		}
+		if r.OK != (tt.err == "") || !strings.Contains(r.Error, tt.err) {
+			t.Errorf("%s: got ok %v, error %q; want error containing %q", tt.name, r.OK, r.Error, tt.err)
+		}
+		if r.Version != protocolVersion || r.Name != "box" {
+			t.Errorf("%s: got version %d, name %q; want %d, %q", tt.name, r.Version, r.Name, protocolVersion, "box")
+		}
+	}
+}
+
+func TestHandlerReplies(t *testing.T) {
+	f := newFakeControl("web")
+	next := testTime.Add(time.Minute)
+	f.services = append(f.services, supervise.Status{Name: "echo", Class: conffmt.Stream, State: "idle", Port: 7, NextStart: next})
+	h := newTestHandler(f, false)
+
+	r, _ := h.Do(Request{Version: protocolVersion, Command: "list"})
+	if len(r.Services) != 2 {
+		t.Fatalf("got %d services, want 2", len(r.Services))
+	}
+	web, echo := r.Services[0], r.Services[1]
+	if web.Name != "web" || web.Class != "daemon" || !web.Enabled || len(web.Instances) != 1 || web.Instances[0].PID != 100 || web.NextStart != nil {
+		t.Errorf("got %+v, want web, daemon, enabled, pid 100, no next start", web)
+	}
+	if echo.Class != "stream" || echo.Port != 7 || echo.Instances == nil || len(echo.Instances) != 0 || echo.NextStart == nil || !echo.NextStart.Equal(next) {
+		t.Errorf("got %+v, want a stream on port 7, no instances (not nil), next start %v", echo, next)
+	}
+
+	if r, _ := h.Do(Request{Version: protocolVersion, Command: "version"}); r.Metad != "1.2.3" {
+		t.Errorf("got version %q, want %q", r.Metad, "1.2.3")
+	}
+
+	f.reloadErr = errors.New("a.conf:1:1: bad\na.conf:2:5: worse")
+	if r, _ := h.Do(Request{Version: protocolVersion, Command: "reload"}); r.OK || r.Error != f.reloadErr.Error() {
+		t.Errorf("got ok %v, error %q; want the config errors %q", r.OK, r.Error, f.reloadErr)
+	}
+
+	if r, _ := h.Do(Request{Version: 2, Command: "list"}); r.OK || !strings.Contains(r.Error, "unsupported request version 2") {
+		t.Errorf("got ok %v, error %q; want a version error", r.OK, r.Error)
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	tests := []struct {
+		in   string
+		want syscall.Signal
+		ok   bool
+	}{
+		{"TERM", syscall.SIGTERM, true},
+		{"SIGTERM", syscall.SIGTERM, true},
+		{"term", syscall.SIGTERM, true},
+		{"SigKill", syscall.SIGKILL, true},
+		{"STOP", syscall.SIGSTOP, true},
+		{"1", syscall.SIGHUP, true},
+		{"64", syscall.Signal(64), true},
+		{"0", 0, false},
+		{"65", 0, false},
+		{"-9", 0, false},
+		{"", 0, false},
+		{"SIG", 0, false},
+		{"BOGUS", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSignal(tt.in)
+		if got != tt.want || (err == nil) != tt.ok {
+			t.Errorf("parseSignal(%q): got %v, %v; want %v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package netctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Limits of a relay (docs/protocol.md).
+const (
+	// maxRelays is how many relayed requests one metad gathers at once.
+	maxRelays = 4
+	// minGather and maxGather bound how long a relay gathers replies,
+	// whatever the request asks; defaultGather is for requests that do
+	// not say.
+	minGather     = 100 * time.Millisecond
+	maxGather     = 10 * time.Second
+	defaultGather = time.Second
+	// maxOrigins bounds the hosts one relay forwards replies from.
+	maxOrigins = 4096
+)
+
+// relayEnd is the body of a relay-end datagram.
+type relayEnd struct {
+	Hosts     int `json:"hosts"`     // that answered the relay
+	Forwarded int `json:"forwarded"` // datagrams sent to the requester
+}
+
+// Server answers network control requests. Its fields are set before
+// Serve and not changed after.
+type Server struct {
+	Handler *Handler
+	Key     []byte
+	// Port is the port of network control on every host: a relay sends
+	// its copies of a request there.
+	Port int
+	Log  zerolog.Logger
+	// Broadcasts returns the addresses a relay sends its copies to; nil
+	// means the broadcast address of every broadcast-capable interface.
+	Broadcasts func() ([]netip.Addr, error)
+}
+
+// ListenNet opens the UDP socket of network control on port, on every
+// address.
+func ListenNet(port int) (*net.UDPConn, error) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{Port: port})
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on UDP port %d: %w", port, err)
+	}
+	return c, nil
+}
+
+// serverState is owned by the goroutine of Serve that reads requests.
+type serverState struct {
+	nonces   *seen
+	answered *seen // request ids: a host answers each once
+	refusals *limiter
+}
+
+// Serve answers the requests that arrive on conn until ctx is done, then
+// closes conn and returns once every relay it started has finished.
+// Requests that fail authentication or replay checks get no reply; they
+// are logged, at most a few a second.
+func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
+	st := &serverState{
+		nonces:   newSeen(seenFor, maxSeen),
+		answered: newSeen(seenFor, maxSeen),
+		refusals: newLimiter(time.Second, 10),
+	}
+	var wg sync.WaitGroup // relays
+	relays := make(chan struct{}, maxRelays)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	buf := make([]byte, MaxDatagram+1)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			s.Log.Error().Err(err).Msg("cannot read network control request")
+			pause(ctx)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		d, ok := s.accept(st, buf[:n], from, time.Now())
+		if !ok {
+			continue
+		}
+		var req Request
+		if err := json.Unmarshal(d.Body, &req); err != nil {
+			s.Log.Warn().Err(err).Stringer("from", from).Msg("bad network control request")
+			s.reply(conn, from, d.ID, s.Handler.Fail(fmt.Errorf("bad request: %w", err)))
+			continue
+		}
+		s.Log.Info().Str("cmd", req.Command).Strs("args", req.Args).Stringer("from", from).
+			Bool("relay", d.Flags&FlagRelay != 0).Bool("relayed", d.Flags&FlagRelayed != 0).Msg("control request")
+		reply, then := s.Handler.Do(req)
+		s.reply(conn, from, d.ID, reply)
+		if then != nil {
+			then()
+		}
+		if d.Flags&FlagRelay == 0 {
+			continue
+		}
+		select {
+		case relays <- struct{}{}:
+			id, body := d.ID, bytes.Clone(d.Body) // d.Body is in buf, which the next read reuses
+			wg.Go(func() {
+				defer func() { <-relays }()
+				s.relay(ctx, conn, from, id, body, req.GatherMS)
+			})
+		default:
+			s.Log.Warn().Stringer("from", from).Int("relays", maxRelays).Msg("cannot relay request: too many relays under way")
+		}
+	}
+	wg.Wait()
+}
+
+// accept checks a datagram received at now and returns it when it is a
+// request to answer. A datagram refused is logged, rate-limited; another
+// copy of a request already answered is dropped quietly.
+func (s *Server) accept(st *serverState, b []byte, from netip.AddrPort, now time.Time) (*Datagram, bool) {
+	d, err := Decode(s.Key, b)
+	switch {
+	case err != nil:
+	case d.Kind != KindRequest:
+		err = fmt.Errorf("a %s is not a request", d.Kind)
+	case !fresh(d.Time, now):
+		err = fmt.Errorf("time is %v off", now.Sub(d.Time).Round(time.Second))
+	}
+	if err == nil {
+		var first bool
+		if first, err = st.nonces.add(d.Nonce, now); err == nil && !first {
+			err = errors.New("nonce seen before: a replay")
+		}
+	}
+	if err != nil {
+		if ok, suppressed := st.refusals.allow(now); ok {
+			s.Log.Warn().Err(err).Stringer("from", from).Int("suppressed", suppressed).Msg("refused network control request")
+		}
+		return nil, false
+	}
+	if first, err := st.answered.add(d.ID, now); err != nil || !first {
+		s.Log.Debug().Stringer("from", from).AnErr("err", err).Msg("request already answered")
+		return nil, false
+	}
+	return d, true
+}
+
+// reply sends r to the requester as a reply to request id, in as many
+// datagrams as it takes.
+func (s *Server) reply(conn *net.UDPConn, to netip.AddrPort, id ID, r Reply) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		s.Log.Error().Err(err).Msg("cannot encode reply")
+		return
+	}
+	parts, err := encodeParts(s.Key, KindReply, id, time.Now(), body)
+	if err != nil {
+		s.Log.Warn().Err(err).Stringer("to", to).Msg("cannot send whole reply")
+		body, _ = json.Marshal(s.Handler.Fail(fmt.Errorf("reply of %d bytes is too large for network control", len(body))))
+		if parts, err = encodeParts(s.Key, KindReply, id, time.Now(), body); err != nil {
+			return
+		}
+	}
+	for _, p := range parts {
+		if _, err := conn.WriteToUDPAddrPort(p, to); err != nil {
+			s.Log.Warn().Err(err).Stringer("to", to).Msg("cannot send reply")
+			return
+		}
+	}
+}
+
+// relay broadcasts a copy of request id, whose body is body, on this
+// host's subnets, and forwards every authenticated reply to the requester
+// until the gather time is over; then it tells the requester it is done.
+func (s *Server) relay(ctx context.Context, conn *net.UDPConn, requester netip.AddrPort, id ID, body []byte, gatherMS int64) {
+	gather := defaultGather
+	if gatherMS > 0 {
+		gather = min(max(time.Duration(gatherMS)*time.Millisecond, minGather), maxGather)
+	}
+	deadline := time.Now().Add(gather)
+	broadcasts := s.Broadcasts
+	if broadcasts == nil {
+		broadcasts = BroadcastAddrs
+	}
+	targets, err := broadcasts()
+	if err != nil {
+		s.Log.Warn().Err(err).Msg("cannot find every broadcast address to relay to")
+	}
+	sock, err := listenGather("udp4", true)
+	if err != nil {
+		s.Log.Error().Err(err).Msg("cannot relay request")
+		return
+	}
+	defer sock.Close()
+	stop := context.AfterFunc(ctx, func() { sock.SetReadDeadline(time.Now()) })
+	defer stop()
+	for _, t := range targets {
+		c := newDatagram(KindRequest, id, time.Now())
+		c.Flags, c.Body = FlagRelayed, body
+		if err := sendDatagram(sock, s.Key, c, netip.AddrPortFrom(t, uint16(s.Port))); err != nil {
+			s.Log.Warn().Err(err).Stringer("to", t).Msg("cannot relay request")
+		}
+	}
+	var end relayEnd
+	origins := make(map[netip.Addr]bool)
+	sock.SetReadDeadline(deadline)
+	buf := make([]byte, MaxDatagram+1)
+	for {
+		n, from, err := sock.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			break
+		}
+		origin := from.Addr().Unmap()
+		r, err := Decode(s.Key, buf[:n])
+		if err != nil || r.Kind != KindReply || r.ID != id || !fresh(r.Time, time.Now()) {
+			s.Log.Debug().Stringer("from", from).AnErr("err", err).Msg("relay dropped a datagram")
+			continue
+		}
+		if !origins[origin] && len(origins) >= maxOrigins {
+			continue
+		}
+		fwd, err := encodeForward(s.Key, id, time.Now(), origin, buf[:n])
+		if err == nil {
+			_, err = conn.WriteToUDPAddrPort(fwd, requester)
+		}
+		if err != nil {
+			s.Log.Warn().Err(err).Stringer("to", requester).Msg("cannot forward relayed reply")
+			continue
+		}
+		origins[origin] = true
+		end.Forwarded++
+	}
+	end.Hosts = len(origins)
+	e := newDatagram(KindRelayEnd, id, time.Now())
+	e.Body, _ = json.Marshal(end)
+	if err := sendDatagram(conn, s.Key, e, requester); err != nil {
+		s.Log.Warn().Err(err).Stringer("to", requester).Msg("cannot end relay")
+	}
+	s.Log.Info().Int("hosts", end.Hosts).Stringer("to", requester).Msg("relayed request")
+}
+
+// sendDatagram encodes d and sends it to to.
+func sendDatagram(conn *net.UDPConn, key []byte, d *Datagram, to netip.AddrPort) error {
+	b, err := Encode(key, d)
+	if err != nil {
+		return err
+	}
+	_, err = conn.WriteToUDPAddrPort(b, to)
+	return err
+}

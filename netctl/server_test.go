@@ -1,0 +1,302 @@
+package netctl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"metad/conffmt"
+	"metad/supervise"
+)
+
+// logLines collects a server's log lines and lets a test wait for one.
+type logLines struct {
+	mu    sync.Mutex // guards lines
+	lines []string
+	added chan struct{} // ready when lines were added since the last wait
+}
+
+func newLogLines() *logLines { return &logLines{added: make(chan struct{}, 1)} }
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.lines = append(l.lines, string(p))
+	l.mu.Unlock()
+	select {
+	case l.added <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// wait waits for the n-th log line (from 1) that contains every one of
+// words, and fails the test after testWait.
+func (l *logLines) wait(t *testing.T, n int, words ...string) {
+	t.Helper()
+	limit := time.After(testWait)
+	for l.count(words...) < n {
+		select {
+		case <-l.added:
+		case <-limit:
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			t.Fatalf("timed out waiting for log line %d with %q; log:\n%s", n, words, strings.Join(l.lines, ""))
+		}
+	}
+}
+
+// count returns how many log lines contain every one of words.
+func (l *logLines) count(words ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		all := true
+		for _, w := range words {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// testServer is a network control server on a loopback address.
+type testServer struct {
+	addr netip.AddrPort
+	ctl  *fakeControl
+	log  *logLines
+}
+
+// startServer serves network control on addr ("127.0.0.2:0" for any
+// port) with key until the test ends.
+func startServer(t *testing.T, addr string, key []byte, ctl *fakeControl, broadcasts func() ([]netip.Addr, error)) *testServer {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), ctl: ctl, log: newLogLines()}
+	srv := &Server{
+		Handler:    newTestHandler(ctl, false),
+		Key:        key,
+		Port:       int(ts.addr.Port()),
+		Log:        zerolog.New(ts.log).Level(zerolog.DebugLevel),
+		Broadcasts: broadcasts,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		srv.Serve(ctx, conn)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return ts
+}
+
+func request(cmd string, args ...string) Request {
+	return Request{Version: protocolVersion, Command: cmd, Args: args}
+}
+
+func TestNetHosts(t *testing.T) {
+	a := startServer(t, "127.0.0.2:0", testKey, newFakeControl("web"), nil)
+	b := startServer(t, "127.0.0.3:0", testKey, newFakeControl("db"), nil)
+	tgt := netTarget{hosts: []string{b.addr.String(), a.addr.String()}, timeout: testWait}
+	g, err := callNet(testKey, tgt, request("disable", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := g.results(tgt)
+	if len(rs) != 2 || rs[0].host != b.addr.String() || rs[1].host != a.addr.String() {
+		t.Fatalf("got %+v, want the two hosts in the order given", rs)
+	}
+	if r := rs[0].reply; r == nil || r.OK || r.Error != `unknown service "web"` {
+		t.Errorf("host b: got %+v, want the error naming the service", r)
+	}
+	if r := rs[1].reply; r == nil || !r.OK {
+		t.Errorf("host a: got %+v, want ok", r)
+	}
+	if got := a.ctl.callLog(); len(got) != 1 || got[0] != "disable web" {
+		t.Errorf("host a: got calls %q, want disable web", got)
+	}
+}
+
+func TestNetLargeReply(t *testing.T) {
+	ctl := newFakeControl()
+	for i := range 1000 {
+		ctl.services = append(ctl.services, supervise.Status{
+			Name: fmt.Sprintf("service-%04d", i), Class: conffmt.Stream, Enabled: true, State: "running", Port: 10000 + i,
+			Instances: []supervise.Instance{{PID: 2*i + 1, Started: testTime}, {PID: 2*i + 2, Started: testTime}},
+		})
+	}
+	s := startServer(t, "127.0.0.2:0", testKey, ctl, nil)
+	tgt := netTarget{hosts: []string{s.addr.String()}, timeout: testWait}
+	g, err := callNet(testKey, tgt, request("list"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := g.results(tgt)
+	if len(rs) != 1 || rs[0].reply == nil {
+		t.Fatalf("got %+v, want one whole reply", rs)
+	}
+	svcs := rs[0].reply.Services
+	if len(svcs) != 1000 || svcs[999].Name != "service-0999" || svcs[999].Instances[1].PID != 2000 {
+		t.Errorf("got %d services, want all 1000 intact", len(svcs))
+	}
+	if parts := len(g.msgs[s.addr.String()].parts); parts < 100 {
+		t.Errorf("got the reply in %d parts, want it to need over 100", parts)
+	}
+}
+
+func TestNetWrongKeyGetsSilence(t *testing.T) {
+	s := startServer(t, "127.0.0.2:0", testKey, newFakeControl("web"), nil)
+	tgt := netTarget{hosts: []string{s.addr.String()}, timeout: 300 * time.Millisecond}
+	g, err := callNet(otherKey, tgt, request("stop", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.log.wait(t, 1, "refused network control request", "bad MAC")
+	if rs := g.results(tgt); len(rs) != 1 || rs[0].reply != nil || rs[0].err != "no answer" {
+		t.Errorf("got %+v, want no answer", rs)
+	}
+	if got := s.ctl.callLog(); len(got) != 0 {
+		t.Errorf("got calls %q, want none", got)
+	}
+}
+
+// rawClient sends hand-made datagrams to a server and reads its replies.
+type rawClient struct {
+	t    *testing.T
+	conn *net.UDPConn
+	to   netip.AddrPort
+}
+
+func newRawClient(t *testing.T, to netip.AddrPort) *rawClient {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &rawClient{t: t, conn: conn, to: to}
+}
+
+// send sends a request for cmd under id, made at when, and returns the
+// datagram sent.
+func (c *rawClient) send(id ID, when time.Time, cmd string) []byte {
+	c.t.Helper()
+	d := newDatagram(KindRequest, id, when)
+	d.Body, _ = json.Marshal(request(cmd))
+	b, err := Encode(testKey, d)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.resend(b)
+	return b
+}
+
+func (c *rawClient) resend(b []byte) {
+	if _, err := c.conn.WriteToUDPAddrPort(b, c.to); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// next returns the next reply datagram.
+func (c *rawClient) next() *Datagram {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(testWait))
+	buf := make([]byte, MaxDatagram)
+	n, err := c.conn.Read(buf)
+	if err != nil {
+		c.t.Fatalf("got no reply: %v", err)
+	}
+	d, err := Decode(testKey, buf[:n])
+	if err != nil {
+		c.t.Fatalf("got a bad reply: %v", err)
+	}
+	return d
+}
+
+func TestNetRefusesReplaysAndStaleRequests(t *testing.T) {
+	s := startServer(t, "127.0.0.2:0", testKey, newFakeControl("web"), nil)
+	c := newRawClient(t, s.addr)
+
+	first, stale, again, last := newID(), newID(), newID(), newID()
+	captured := c.send(first, time.Now(), "version")
+	if d := c.next(); d.ID != first {
+		t.Fatalf("got a reply to %x, want one to %x", d.ID, first)
+	}
+
+	// The same datagram again: refused for its nonce.
+	c.resend(captured)
+	s.log.wait(t, 1, "refused network control request", "a replay")
+	// Another copy of a request already answered, with a new nonce:
+	// dropped quietly.
+	c.send(first, time.Now(), "version")
+	s.log.wait(t, 1, "request already answered")
+	// Requests made too long ago or too far ahead.
+	c.send(stale, time.Now().Add(-Skew-5*time.Second), "version")
+	c.send(again, time.Now().Add(Skew+5*time.Second), "version")
+	s.log.wait(t, 2, "refused network control request", "off")
+
+	// The next reply is to the next good request: none came in between.
+	c.send(last, time.Now(), "version")
+	if d := c.next(); d.ID != last {
+		t.Errorf("got a reply to %x, want the next one to be to the last request %x", d.ID, last)
+	}
+	if n := s.log.count("control request", `"cmd":"version"`); n != 2 {
+		t.Errorf("got %d requests carried out, want 2", n)
+	}
+}
+
+func TestNetRelay(t *testing.T) {
+	noRelay := func() ([]netip.Addr, error) {
+		t.Error("a relayed request was relayed again")
+		return nil, nil
+	}
+	b1 := startServer(t, "127.0.0.3:0", testKey, newFakeControl("web"), noRelay)
+	port := b1.addr.Port()
+	b2 := startServer(t, fmt.Sprintf("127.0.0.4:%d", port), testKey, newFakeControl("web"), noRelay)
+	relayAddr := fmt.Sprintf("127.0.0.2:%d", port)
+	// The relay is on its own "subnet" too: it must not answer twice.
+	targets := func() ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4"), netip.MustParseAddr("127.0.0.2")}, nil
+	}
+	r := startServer(t, relayAddr, testKey, newFakeControl("web"), targets)
+
+	tgt := netTarget{bcast: true, relay: relayAddr, timeout: 500 * time.Millisecond}
+	g, err := callNet(testKey, tgt, request("disable", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, res := range g.results(tgt) {
+		if res.reply == nil || !res.reply.OK {
+			t.Errorf("%s: got %+v, want an ok reply", res.host, res)
+		}
+		got = append(got, res.host)
+	}
+	if want := relayAddr + " 127.0.0.3 127.0.0.4"; strings.Join(got, " ") != want {
+		t.Errorf("got hosts %q, want %q", got, want)
+	}
+	if p := g.relayProblem(); p != "" {
+		t.Errorf("got relay problem %q, want none", p)
+	}
+	for _, s := range []*testServer{r, b1, b2} {
+		if calls := s.ctl.callLog(); len(calls) != 1 {
+			t.Errorf("%s: got calls %q, want disable web once", s.addr, calls)
+		}
+	}
+	r.log.wait(t, 1, "relayed request", `"hosts":2`)
+}
