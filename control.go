@@ -18,7 +18,10 @@ import (
 // fails only when the local socket cannot be made, for instance because
 // another metad serves it; a problem with network control is logged and
 // leaves the local socket serving.
-func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supervise.Supervisor, d *daemon) (wait func(), err error) {
+//
+// handedFD, when not negative, is the control socket handed over by the
+// previous image of metad (re-exec), used instead of making a new one.
+func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supervise.Supervisor, d *daemon, handedFD int) (wait func(), err error) {
 	var wg sync.WaitGroup
 	host, _ := os.Hostname()
 	h := &netctl.Handler{
@@ -28,10 +31,20 @@ func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supe
 		Hostname:   host,
 		Machine:    d.machine,
 	}
-	local, err := netctl.ListenLocal(o.socket)
+	var local *netctl.Local
+	if handedFD >= 0 {
+		local, err = netctl.LocalFromFD(handedFD, o.socket)
+	}
+	if local == nil {
+		if err != nil {
+			log.Warn().Err(err).Msg("making a new control socket")
+		}
+		local, err = netctl.ListenLocal(o.socket)
+	}
 	if err != nil {
 		return wg.Wait, err
 	}
+	d.local = local
 	wg.Go(func() { netctl.ServeLocal(ctx, local, h, log) })
 	log.Info().Str("socket", local.Path()).Msg("control socket listening")
 

@@ -336,7 +336,11 @@ func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.
 		finals: make(chan initsys.Final, 1), reexecs: make(chan struct{}, 1), cmdExit: make(chan initsys.Exit, 1),
 	}
 	ctx, stopControl := context.WithCancel(context.Background())
-	waitControl, err := serveControl(ctx, o, log, sup, d)
+	controlFD := -1
+	if handed != nil {
+		controlFD = handed.Control
+	}
+	waitControl, err := serveControl(ctx, o, log, sup, d, controlFD)
 	defer func() {
 		stopControl()
 		waitControl() // the socket file is gone when metad exits
@@ -382,6 +386,7 @@ type daemon struct {
 	sigs    <-chan os.Signal
 	finals  chan initsys.Final // shutdown requests from control
 	reexecs chan struct{}      // re-exec requests from control
+	local   *netctl.Local      // the control socket, handed over on re-exec
 	cmdPid  int
 	cmdExit chan initsys.Exit
 
@@ -431,18 +436,21 @@ func (d *daemon) wait() (int, initsys.Final) {
 	}
 }
 
-// Reexec checks the binary on disk and asks the event loop to execute it
-// in place of this image, keeping every instance, socket and state. It
-// returns the check's error; the exec itself happens after it returns.
-func (d *daemon) Reexec() error {
+// CheckReexec checks that the binary on disk can take over: it starts and
+// speaks this image's state format.
+func (d *daemon) CheckReexec() error {
 	if err := checkBinary(d.reaper, d.exe); err != nil {
 		return fmt.Errorf("cannot re-execute %q: %w", d.exe, err)
 	}
+	return nil
+}
+
+// Reexec asks the event loop to execute the binary in place of this image,
+// keeping every instance, socket and state. It does not wait.
+func (d *daemon) Reexec() {
 	select {
 	case d.reexecs <- struct{}{}:
-		return nil
-	default:
-		return errors.New("cannot re-execute: a re-exec is already under way")
+	default: // one is under way
 	}
 }
 

@@ -42,6 +42,7 @@ const checkTimeout = 5 * time.Second
 type handover struct {
 	Services *supervise.State `json:"services"`
 	Command  int              `json:"command,omitempty"` // the command's pid in command mode
+	Control  int              `json:"control"`           // the control socket, -1 if none
 }
 
 // answerCheck is what a binary run with METAD_REEXEC_CHECK prints.
@@ -98,7 +99,16 @@ func (d *daemon) reexec() error {
 		resume()
 		return fmt.Errorf("cannot re-execute %q: %w", d.exe, err)
 	}
-	data, err := json.Marshal(handover{Services: st, Command: d.cmdPid})
+	h := handover{Services: st, Command: d.cmdPid, Control: -1}
+	if d.local != nil {
+		if fd, err := d.local.Dup(); err == nil {
+			h.Control = fd
+			defer unix.Close(fd)
+		} else {
+			d.log.Warn().Err(err).Msg("cannot hand over the control socket")
+		}
+	}
+	data, err := json.Marshal(h)
 	if err != nil {
 		return fail(err)
 	}
@@ -160,7 +170,7 @@ func readHandover(v string) (*handover, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("cannot read state: %w", err)
 	}
-	var h handover
+	h := handover{Control: -1}
 	if err := json.NewDecoder(f).Decode(&h); err != nil {
 		return nil, fmt.Errorf("cannot read state: %w", err)
 	}

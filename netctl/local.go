@@ -77,6 +77,45 @@ func ListenLocal(path string) (*Local, error) {
 	return &Local{l: l, path: path, ino: st.Ino, dev: st.Dev}, nil
 }
 
+// LocalFromFD takes over a control socket that a previous image of metad
+// handed over (re-exec): fd listens at path. No connection is refused
+// while the socket changes hands.
+func LocalFromFD(fd int, path string) (*Local, error) {
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("cannot take over control socket %q: %w", path, err)
+	}
+	l, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("cannot take over control socket %q: not a unix socket", path)
+	}
+	l.SetUnlinkOnClose(false)
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("cannot take over control socket %q: %w", path, err)
+	}
+	return &Local{l: l, path: path, ino: st.Ino, dev: st.Dev}, nil
+}
+
+// Dup returns a duplicate of the listening socket without close-on-exec,
+// to hand it to the next image of metad (re-exec).
+func (l *Local) Dup() (int, error) {
+	rc, err := l.l.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.Dup(int(fd)) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
 // clearStale removes a socket at path that nothing listens on.
 func clearStale(path string) error {
 	fi, err := os.Lstat(path)

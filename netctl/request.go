@@ -79,10 +79,12 @@ type System interface {
 	// Shutdown starts stopping everything and then doing f. It does not
 	// wait.
 	Shutdown(f initsys.Final)
-	// Reexec checks metad's binary and has it executed in place of the
-	// running image, keeping every instance, socket and state. The exec
-	// happens after Reexec returns (and the reply is on its way).
-	Reexec() error
+	// CheckReexec checks that metad's binary on disk can take over from
+	// the running image; Reexec then has it executed in place of the
+	// running image, keeping every instance, socket and state. Reexec does
+	// not wait: the reply goes out first.
+	CheckReexec() error
+	Reexec()
 }
 
 // Handler carries out requests. Its methods are safe for concurrent use
@@ -130,9 +132,13 @@ var commands = map[string]command{
 	"restart": {args: "SERVICE...", what: "stop the instances; the class rules start new ones", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
 		return Reply{}, h.Controller.Restart(a...)
 	}},
-	"kill":     {args: "SERVICE [SIGNAL]", what: "send SIGNAL (default TERM) to every instance", min: 1, max: 2, check: checkKill, do: (*Handler).kill},
-	"reload":   {what: "re-read the config file", do: func(h *Handler, _ []string) (Reply, error) { return Reply{}, h.System.Reload() }},
-	"reexec":   {what: "execute metad's binary again, keeping every instance and socket", do: func(h *Handler, _ []string) (Reply, error) { return Reply{}, h.System.Reexec() }},
+	"kill":   {args: "SERVICE [SIGNAL]", what: "send SIGNAL (default TERM) to every instance", min: 1, max: 2, check: checkKill, do: (*Handler).kill},
+	"reload": {what: "re-read the config file", do: func(h *Handler, _ []string) (Reply, error) { return Reply{}, h.System.Reload() }},
+	"reexec": {
+		what: "execute metad's binary again, keeping every instance and socket",
+		do:   func(h *Handler, _ []string) (Reply, error) { return Reply{}, h.System.CheckReexec() },
+		then: func(h *Handler) { h.System.Reexec() },
+	},
 	"version":  {what: "metad's version", do: func(h *Handler, _ []string) (Reply, error) { return Reply{Metad: h.Version}, nil }},
 	"shutdown": {what: "stop everything and exit", then: func(h *Handler) { h.System.Shutdown(initsys.Poweroff) }},
 	"poweroff": finalCommand(initsys.Poweroff, "PID 1 of a machine: stop everything and power off"),

@@ -83,7 +83,8 @@ func (f *fakeControl) Shutdown(fin initsys.Final) {
 	f.record("shutdown "+fin.String(), nil)
 }
 
-func (f *fakeControl) Reexec() error { return f.record("reexec", nil) }
+func (f *fakeControl) CheckReexec() error { return f.record("reexec", nil) }
+func (f *fakeControl) Reexec()            { f.record("reexec now", nil) }
 
 func (f *fakeControl) callLog() []string {
 	f.mu.Lock()
@@ -129,7 +130,7 @@ func TestHandlerCommands(t *testing.T) {
 		{"poweroff as PID 1", true, "poweroff", nil, "shutdown poweroff", ""},
 		{"reboot as PID 1", true, "reboot", nil, "shutdown reboot", ""},
 		{"halt as PID 1", true, "halt", nil, "shutdown halt", ""},
-		{"reexec", false, "reexec", nil, "reexec", ""},
+		{"reexec: checked, then done after the reply", false, "reexec", nil, "reexec,reexec now", ""},
 		{"unknown command", false, "frobnicate", nil, "", `unknown command "frobnicate"`},
 	}
 	for _, tt := range tests {
@@ -143,7 +144,7 @@ func TestHandlerCommands(t *testing.T) {
 		}
 		var want []string
 		if tt.call != "" {
-			want = []string{tt.call}
+			want = strings.Split(tt.call, ",")
 		}
 		if got := f.callLog(); !slices.Equal(got, want) {
 			t.Errorf("%s: got calls %q, want %q", tt.name, got, want)
