@@ -62,6 +62,7 @@ func NewReaper(log zerolog.Logger) *Reaper {
 		passed:  make(chan struct{}),
 	}
 	signal.Notify(r.sigchld, syscall.SIGCHLD)
+	DefaultReserved()
 	return r
 }
 

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Action is what metad does with a signal it receives.
@@ -202,4 +205,27 @@ func Forward(pid int, sig syscall.Signal, group bool) error {
 		return fmt.Errorf("cannot signal %s %d: %w", what, pid, err)
 	}
 	return nil
+}
+
+// sigIgn is SIG_IGN, as rt_sigaction(2) reports a handler.
+const sigIgn = 1
+
+// DefaultReserved gives signals 32 to 34 their default action back when
+// metad was started with them ignored (GNU make, for one, starts its
+// commands so). The Go runtime leaves these signals alone, so an ignored
+// one would stay ignored in every child, against the promise of default
+// dispositions. Go itself does not use them in a static binary, and a
+// default action is what a fresh process has anyway. NewReaper calls it.
+func DefaultReserved() {
+	for sig := uintptr(32); sig <= 34; sig++ {
+		// The kernel's struct sigaction starts with the handler on every
+		// architecture; 32 zero bytes are SIG_DFL with no flags and an
+		// empty mask, whatever the layout after it.
+		var old, dfl [4]uint64
+		_, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, sig, 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0)
+		if errno != 0 || old[0] != sigIgn {
+			continue
+		}
+		unix.RawSyscall6(unix.SYS_RT_SIGACTION, sig, uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0)
+	}
 }
