@@ -313,3 +313,33 @@ func TestDisabledSocketRefuses(t *testing.T) {
 	refused(sport)
 	refused(lport)
 }
+
+// TestStreamLeavesNoDescriptor checks that connections leave no descriptor
+// behind in metad.
+func TestStreamLeavesNoDescriptor(t *testing.T) {
+	port := freePort(t)
+	m := startMetad(t, runOpts{conf: fmt.Sprintf("e stream port=%d addr=127.0.0.1 /bin/echo hi\n", port)})
+	m.waitListening("e")
+	fds := func() int {
+		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", m.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	roundTrip := func() {
+		if b, _ := io.ReadAll(dial(t, fmt.Sprintf("127.0.0.1:%d", port))); string(b) != "hi\n" {
+			t.Fatalf("got %q, want hi", b)
+		}
+	}
+	roundTrip()
+	m.waitEvent(1, "the first instance to exit", msg("exited", "e"))
+	before := fds()
+	for range 200 {
+		roundTrip()
+	}
+	m.waitEvent(201, "every instance to exit", msg("exited", "e"))
+	if after := fds(); after != before {
+		t.Errorf("metad has %d descriptors after 200 connections, had %d before", after, before)
+	}
+}
