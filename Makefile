@@ -13,7 +13,7 @@ RUNDIR      ?= $(or $(XDG_RUNTIME_DIR),/tmp)/metad-run-$(shell id -u)
 
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit fuzz integration check run clean
+.PHONY: all build test unit fuzz integration check run clean test-boot man
 
 all: build
 
@@ -28,6 +28,7 @@ unit:
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./conffmt
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./netctl
 
 integration:
 	$(GO) test -count=1 -timeout=15m ./tests
@@ -43,3 +44,17 @@ run: build
 
 clean:
 	rm -rf bin
+
+test-boot: build
+	METAD_BOOT_TEST=1 METAD_BOOT_BIN=$(CURDIR)/bin/metad $(GO) test -count=1 -timeout=10m -v -run '^TestBoot' ./tests
+
+# The man pages: roff from the markdown in docs/, each checked with man -l.
+MANPAGES := docs/metad.8.md docs/metac.8.md docs/metad.conf.5.md
+man:
+	mkdir -p docs/man
+	$(GO) run ./tests/mangen -o docs/man $(MANPAGES)
+	@command -v man >/dev/null || { echo "man not found: apt-get install man-db"; exit 1; }
+	@for f in $(patsubst docs/%.md,docs/man/%,$(MANPAGES)); do \
+		warn=$$(MANWIDTH=80 man --warnings -l $$f 2>&1 >/dev/null); \
+		if [ -n "$$warn" ]; then echo "$$f: $$warn"; exit 1; fi; \
+	done

@@ -185,7 +185,14 @@ func isTerminal(fd int) bool {
 	return err == nil
 }
 
+// defaultPath is the PATH metad uses when it has none: the kernel starts
+// PID 1 without one.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 func runDaemon(args []string) int {
+	if os.Getenv("PATH") == "" {
+		os.Setenv("PATH", defaultPath)
+	}
 	o, err := parseOptions(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK

@@ -65,9 +65,11 @@ const maxSignal = 64
 
 // Policy returns what metad does with sig in mode m. It is a pure function.
 //
-// In Config mode SIGTERM and SIGINT shut down, SIGHUP reloads, and
-// everything else is ignored: metad must not die of a stray signal, so
-// SIGQUIT dumps no goroutines and SIGUSR1, SIGPWR and the rest do nothing.
+// In Config mode SIGTERM, SIGINT and SIGPWR shut down (SIGPWR is what
+// lxc-stop and UPS daemons send to init; SIGINT is Ctrl-Alt-Del), SIGHUP
+// reloads, and everything else is ignored: metad must not die of a stray
+// signal, so SIGQUIT dumps no goroutines and SIGUSR1 and the rest do
+// nothing.
 //
 // In Command mode every signal Notify delivers is relayed to the command
 // (Relay), whose exit then ends metad, except:
@@ -88,7 +90,7 @@ func Policy(sig syscall.Signal, m Mode) Action {
 	switch m {
 	case Config:
 		switch sig {
-		case syscall.SIGTERM, syscall.SIGINT:
+		case syscall.SIGTERM, syscall.SIGINT, syscall.SIGPWR:
 			return Shutdown
 		case syscall.SIGHUP:
 			return Reload

@@ -49,7 +49,7 @@ func TestPolicy(t *testing.T) {
 		syscall.SIGPROF:   {I, I},
 		syscall.SIGWINCH:  {I, F},
 		syscall.SIGIO:     {I, F},
-		syscall.SIGPWR:    {I, F},
+		syscall.SIGPWR:    {S, F},
 		syscall.SIGSYS:    {I, I},
 		32:                {I, I},
 		33:                {I, I},

@@ -50,6 +50,10 @@ func ListenLocal(path string) (*Local, error) {
 	if err := clearStale(path); err != nil {
 		return nil, err
 	}
+	// A bare root filesystem (FROM scratch) has no /run.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create control socket %q: %w", path, err)
+	}
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".metad-sock-")
 	if err != nil {
 		return nil, fmt.Errorf("cannot create control socket %q: %w", path, err)

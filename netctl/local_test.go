@@ -108,7 +108,7 @@ func TestListenLocalRefuses(t *testing.T) {
 	}{
 		{"a live socket", live, "another metad is listening"},
 		{"a regular file", plain, "not a socket"},
-		{"a missing directory", filepath.Join(dir, "no", "metad.sock"), "no such file"},
+		{"a file for a directory", filepath.Join(plain, "metad.sock"), "not a directory"},
 	}
 	for _, tt := range tests {
 		_, err := ListenLocal(tt.path)
