@@ -397,7 +397,7 @@ type daemon struct {
 	cmdPid  int
 	cmdExit chan initsys.Exit
 
-	reloading sync.Mutex // one reload at a time
+	reloading sync.Mutex // one reload (or re-exec) at a time
 }
 
 // wait handles signals until it is time to shut down: a shutdown signal or

@@ -91,6 +91,9 @@ func checkBinary(reaper *initsys.Reaper, path string) error {
 // reexec hands everything over and executes d.exe in place of this image.
 // It returns only if that failed, after undoing the handover.
 func (d *daemon) reexec() error {
+	// No reload may change the services while they are handed over.
+	d.reloading.Lock()
+	defer d.reloading.Unlock()
 	st, resume, err := d.sup.Handover(d.reaper.Pause)
 	if err != nil {
 		return err
