@@ -13,7 +13,7 @@ RUNDIR      ?= $(or $(XDG_RUNTIME_DIR),/tmp)/metad-run-$(shell id -u)
 
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit fuzz integration check run clean test-boot man
+.PHONY: all build test unit fuzz integration check run clean test-boot man bench
 
 all: build
 
@@ -58,3 +58,19 @@ man:
 		warn=$$(MANWIDTH=80 man --warnings -l $$f 2>&1 >/dev/null); \
 		if [ -n "$$warn" ]; then echo "$$f: $$warn"; exit 1; fi; \
 	done
+
+# make bench: metad side by side with the programs it replaces (issue 8);
+# writes docs/BENCHMARKS.md and docs/bench-stream*.svg in about ten
+# minutes. Needs root (PID namespaces) on Debian: the peers are installed
+# when missing, without starting their services (RUNLEVEL=1).
+BENCH_PKGS := tini catatonit dumb-init xinetd ucspi-tcp s6 runit supervisor busybox-static
+BENCH_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+bench: build
+	@missing=; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(BENCH_SUDO) apt-get update -q && \
+		$(BENCH_SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -q --no-install-recommends $(BENCH_PKGS); \
+	fi
+	$(GO) run ./tests/bench
