@@ -161,6 +161,10 @@ func newLogger(format, level string) zerolog.Logger {
 	}
 	lvl, _ := zerolog.ParseLevel(level)
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" // milliseconds: backoff delays show in the times
+	if format == "json" {
+		// Machine-read logs in UTC; this also spares reading the zone file.
+		zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
+	}
 	var w io.Writer = os.Stderr
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.DateTime, NoColor: !isTerminal(2), FormatPrepare: outputLine}
@@ -254,7 +258,8 @@ func serve(o *options, log zerolog.Logger) int {
 	if err := initsys.CloseOnExecAll(); err != nil {
 		log.Warn().Err(err).Msg("cannot mark inherited descriptors close-on-exec")
 	}
-	// Signals first: Go's default for TERM, INT and HUP is to exit.
+	// Signals first: Go's default for TERM, INT and HUP is to exit, and
+	// the control socket, once it exists, invites a quick SIGTERM.
 	sigs := make(chan os.Signal, 64)
 	initsys.Notify(sigs)
 	reaper := initsys.NewReaper(log)
@@ -313,27 +318,13 @@ func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.
 		log.Error().Err(err).Msg("cannot start supervisor")
 		return exitFail, initsys.Poweroff
 	}
-	nsvcs := 0
-	if handed != nil {
-		if err := sup.Restore(handed.Services); err != nil {
-			log.Warn().Err(err).Msg("cannot restore every instance")
-		}
-		instances, sockets := handed.Services.Counts()
-		nsvcs = len(handed.Services.Services)
-		log.Info().Int("instances", instances).Int("sockets", sockets).Msg("took over from the previous metad")
-	} else {
-		svcs, err := loadConfig(o)
-		if err != nil {
+	var svcs []conffmt.Service
+	if handed == nil {
+		if svcs, err = loadConfig(o); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return exitFail, initsys.Poweroff
 		}
-		if err := sup.Load(svcs); err != nil {
-			log.Error().Err(err).Msg("cannot load services")
-			return exitFail, initsys.Poweroff
-		}
-		nsvcs = len(svcs)
 	}
-	inherited.CloseUnused()
 	exe, err := os.Executable()
 	if err != nil {
 		exe = os.Args[0]
@@ -355,6 +346,20 @@ func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start control")
 	}
+
+	nsvcs := len(svcs)
+	if handed != nil {
+		if err := sup.Restore(handed.Services); err != nil {
+			log.Warn().Err(err).Msg("cannot restore every instance")
+		}
+		instances, sockets := handed.Services.Counts()
+		nsvcs = len(handed.Services.Services)
+		log.Info().Int("instances", instances).Int("sockets", sockets).Msg("took over from the previous metad")
+	} else if err := sup.Load(svcs); err != nil {
+		log.Error().Err(err).Msg("cannot load services")
+		return exitFail, initsys.Poweroff
+	}
+	inherited.CloseUnused()
 	log.Info().Str("config", o.conf).Int("services", nsvcs).Str("version", version).Msg("metad started")
 
 	status, final := exitOK, initsys.Poweroff

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"unsafe"
 
@@ -161,12 +160,11 @@ func fault(sig syscall.Signal) bool {
 // still crashes metad as the Go runtime sees fit. Catching them means that
 // "kill -SEGV 1" cannot bring down a machine or a container.
 func Notify(ch chan<- os.Signal) {
-	ignored := ignoredAtStart()
 	var sigs []os.Signal
 	for sig := syscall.Signal(1); sig <= maxSignal; sig++ {
 		switch {
 		case caught(sig):
-		case (sig == syscall.SIGTTIN || sig == syscall.SIGTTOU) && ignored&(1<<(sig-1)) != 0:
+		case (sig == syscall.SIGTTIN || sig == syscall.SIGTTOU) && ignored(sig):
 		default:
 			continue
 		}
@@ -175,22 +173,20 @@ func Notify(ch chan<- os.Signal) {
 	signal.Notify(ch, sigs...)
 }
 
-// ignoredAtStart returns the mask of signals ignored by metad (bit N-1 for
-// signal N), as the kernel reports it; 0 without /proc. The Go runtime
-// keeps an inherited SIG_IGN only for the signals that it leaves alone
-// until Notify, which are the ones that matter here.
-func ignoredAtStart() uint64 {
-	status, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(status)) {
-		if hex, ok := strings.CutPrefix(line, "SigIgn:"); ok {
-			mask, _ := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-			return mask
-		}
-	}
-	return 0
+// ignored reports whether sig is ignored (SIG_IGN) right now. Before
+// Notify, that is how metad was started.
+func ignored(sig syscall.Signal) bool {
+	h, ok := handler(sig)
+	return ok && h == sigIgn
+}
+
+// handler returns the handler of sig as rt_sigaction(2) reports it.
+func handler(sig syscall.Signal) (uint64, bool) {
+	// The kernel's struct sigaction starts with the handler on every
+	// architecture; 32 bytes hold the whole of it on each.
+	var old [4]uint64
+	_, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0)
+	return old[0], errno == 0
 }
 
 // Forward sends sig to the process pid, or with group to its process group
@@ -219,15 +215,13 @@ const sigIgn = 1
 // dispositions. Go itself does not use them in a static binary, and a
 // default action is what a fresh process has anyway. NewReaper calls it.
 func DefaultReserved() {
-	for sig := uintptr(32); sig <= 34; sig++ {
-		// The kernel's struct sigaction starts with the handler on every
-		// architecture; 32 zero bytes are SIG_DFL with no flags and an
-		// empty mask, whatever the layout after it.
-		var old, dfl [4]uint64
-		_, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, sig, 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0)
-		if errno != 0 || old[0] != sigIgn {
+	for sig := syscall.Signal(32); sig <= 34; sig++ {
+		if !ignored(sig) {
 			continue
 		}
-		unix.RawSyscall6(unix.SYS_RT_SIGACTION, sig, uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0)
+		// 32 zero bytes are SIG_DFL with no flags and an empty mask,
+		// whatever the layout of struct sigaction after the handler.
+		var dfl [4]uint64
+		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0)
 	}
 }

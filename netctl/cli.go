@@ -1,6 +1,7 @@
 package netctl
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -227,7 +228,10 @@ func Main(prog string, args []string, version string, stdout, stderr io.Writer) 
 		return exitOK
 	}
 	req := Request{Version: protocolVersion, Command: o.cmd, Args: o.args}
-	out := &printer{prog: prog, cmd: o.cmd, json: o.json, stdout: stdout, stderr: stderr}
+	// Tables are written cell by cell: one write(2) per cell unbuffered.
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	defer bw.Flush()
+	out := &printer{prog: prog, cmd: o.cmd, json: o.json, stdout: bw, stderr: stderr}
 	if !o.network() {
 		r, err := callLocal(o.socket, req, o.wait())
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -101,11 +102,11 @@ func sockEndpoint(fd int) (Endpoint, bool) {
 
 // sockaddrIP returns the address and port of sa, with IPv4-mapped IPv6
 // addresses shown as IPv4, as tcpserver does.
-func sockaddrIP(sa unix.Sockaddr) (netip.Addr, int) {
+func sockaddrIP(sa syscall.Sockaddr) (netip.Addr, int) {
 	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return netip.AddrFrom4(a.Addr), a.Port
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		return netip.AddrFrom16(a.Addr).Unmap(), a.Port
 	default:
 		return netip.Addr{}, 0

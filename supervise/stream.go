@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -13,7 +14,7 @@ import (
 // conn is an accepted connection on its way to a stream instance.
 type conn struct {
 	fd     int
-	remote unix.Sockaddr
+	remote syscall.Sockaddr
 }
 
 // acceptor is the goroutine that accepts on an enabled stream service's
@@ -132,8 +133,12 @@ func (a *acceptor) run(sock *os.File, slots chan struct{}, conns chan<- conn) {
 		var c conn
 		var aerr error
 		err := rc.Read(func(fd uintptr) bool {
-			c.fd, c.remote, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC)
-			return !errors.Is(aerr, unix.EAGAIN)
+			// syscall's Accept4, not unix's: that one asks getsockopt for
+			// the protocol of every connection.
+			var sa syscall.Sockaddr
+			c.fd, sa, aerr = syscall.Accept4(int(fd), syscall.SOCK_CLOEXEC)
+			c.remote = sa
+			return !errors.Is(aerr, syscall.EAGAIN)
 		})
 		if err == nil {
 			err = aerr
@@ -181,7 +186,7 @@ func (sv *service) serve(now time.Time, c conn) {
 	remoteIP, remotePort := sockaddrIP(c.remote)
 	localIP, localPort := sv.conf.Addr, sv.conf.Port
 	if !localIP.IsValid() || localIP.IsUnspecified() {
-		if sa, err := unix.Getsockname(c.fd); err == nil {
+		if sa, err := syscall.Getsockname(c.fd); err == nil {
 			localIP, localPort = sockaddrIP(sa)
 		}
 	}
