@@ -177,6 +177,7 @@ func (b *bench) markdown(charts map[string]string) string {
 	p("Every measurement alternates its subjects round by round (rounds: %d), so that the drift of a", b.rounds)
 	p("shared machine hits all alike; the tables give medians over the rounds and ratios computed in")
 	p("the same run. Ratios are **metad ÷ peer**: above 1 is better for rates, below 1 for times and memory.")
+	p("Where the time goes, for the targets missed here: [performance.md](performance.md).")
 	if r.quick {
 		p("")
 		p("> **This is a quick run** (`-quick`: one round, 1 s cells, %d orphans): try-out numbers, not the report's.", b.orphans)
