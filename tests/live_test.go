@@ -217,8 +217,10 @@ func TestReexecKeepsEverything(t *testing.T) {
 			conf := fmt.Sprintf("echo stream port=%d addr=127.0.0.1 /bin/cat\n", port) +
 				"three daemon min=3 max=3 /bin/sleep 1000\n" +
 				"off daemon /bin/sleep 1000\n" +
-				"crashy daemon backoff=1h /bin/false\n"
+				"crashy daemon backoff=1h /bin/false\n" +
+				"talker daemon watch_output /bin/sh -c " + shq(`i=0; while :; do i=$((i+1)); echo "line $i"; sleep 0.1; done`) + "\n"
 			m := startMetad(t, runOpts{conf: conf, pid1: pid1})
+			talker := pidOf(m.waitEvent(1, "talker to start", msg("started", "talker")))
 			m.waitListening("echo")
 			m.waitEvent(3, "three instances", msg("started", "three"))
 			m.waitEvent(1, "off to start", msg("started", "off"))
@@ -235,6 +237,16 @@ func TestReexecKeepsEverything(t *testing.T) {
 				t.Fatalf("metac reexec: status %d, %q %q", status, out, errOut)
 			}
 			m.waitEvent(1, "the new image", msg("took over from the previous metad"))
+			// The watched pipe was handed over: the same instance's lines go on.
+			took := len(m.matching(func(event) bool { return true }))
+			m.until(waitLimit, "a line of talker after the re-exec", func() bool {
+				for _, ev := range m.events[took:] {
+					if ev.str("svc") == "talker" && ev.str("stream") == "stdout" && ev.int("pid") == talker {
+						return true
+					}
+				}
+				return false
+			})
 			l.waitFor(t, l.done.Load()+200)
 			l.end()
 			if n := l.failed.Load(); n != 0 {
