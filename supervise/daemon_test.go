@@ -17,6 +17,11 @@ import (
 	"metad/init"
 )
 
+// Every service test runs inside a testing/synctest bubble: time.Sleep
+// there advances the bubble's fake clock at once, once every goroutine is
+// blocked, so backoff and period schedules of minutes or hours are checked
+// to the nanosecond without waiting for them.
+
 // fakeProcs stands in for the reaper: it hands out pids, remembers when
 // each instance was started, and lets the test end them.
 type fakeProcs struct {
