@@ -121,7 +121,7 @@ func daemon(name string, min, max int) conffmt.Service {
 	}
 }
 
-func newTestSupervisor(t *testing.T, f *fakeProcs, ignore syscall.Signal, svcs ...conffmt.Service) *Supervisor {
+func newTestSupervisor(t testing.TB, f *fakeProcs, ignore syscall.Signal, svcs ...conffmt.Service) *Supervisor {
 	t.Helper()
 	s, err := New(Config{Log: zerolog.Nop(), Procs: f, Signal: f.signal(ignore), StopTimeout: 10 * time.Second, Env: []string{}})
 	if err != nil {
@@ -133,7 +133,7 @@ func newTestSupervisor(t *testing.T, f *fakeProcs, ignore syscall.Signal, svcs .
 	return s
 }
 
-func shutdown(t *testing.T, s *Supervisor) {
+func shutdown(t testing.TB, s *Supervisor) {
 	t.Helper()
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatalf("shutdown: %v", err)
