@@ -372,7 +372,7 @@ func procStatus(t *testing.T, p *Proc) map[string]string {
 	t.Helper()
 	const cat = "/bin/cat"
 	if _, err := os.Stat(cat); err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	p.Path, p.Argv, p.Files = cat, []string{"cat", "/proc/self/status"}, []int{0, 1, 2}
 	c := spawn(t, p)
@@ -404,7 +404,7 @@ func readStatus(r *bufio.Reader) map[string]string {
 func TestInheritedIgnore(t *testing.T) {
 	const sh = "/bin/sh"
 	if _, err := os.Stat(sh); err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	p := helper("notify-then-status")
 	p.Argv = []string{"sh", "-c", `trap '' HUP INT QUIT TSTP TTIN TTOU USR1; exec "$0"`, p.Path}
@@ -425,7 +425,7 @@ func TestInheritedIgnore(t *testing.T) {
 func TestForeground(t *testing.T) {
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	defer master.Close()
 	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
@@ -437,7 +437,7 @@ func TestForeground(t *testing.T) {
 	}
 	tty, err := os.OpenFile("/dev/pts/"+strconv.Itoa(int(n)), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	defer tty.Close()
 
