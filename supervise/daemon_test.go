@@ -17,21 +17,27 @@ import (
 	"metad/init"
 )
 
-// Every service test runs inside a testing/synctest bubble: time.Sleep
-// there advances the bubble's fake clock at once, once every goroutine is
-// blocked, so backoff and period schedules of minutes or hours are checked
-// to the nanosecond without waiting for them.
+// Every service test runs inside a testing/synctest bubble, on its fake
+// clock: a test waits for events (starts, exits) with waitFor, and the
+// clock jumps to the next timer whenever every goroutine is blocked, so
+// backoff and period schedules of minutes or hours are checked to the
+// nanosecond without waiting for them.
 
-// fakeProcs stands in for the reaper: it hands out pids, remembers when
-// each instance was started, and lets the test end them.
+// fakeProcs stands in for the reaper: it hands out pids, runs each
+// instance as its script says (how long, and how it ends), remembers when
+// each was started, and lets the test end them.
 type fakeProcs struct {
 	mu      sync.Mutex
 	next    int
 	running map[int]func(initsys.Exit)
-	starts  []time.Time
+	starts  []time.Time // instances started
+	tries   []time.Time // calls of Spawn, failed ones included
 	signals []sent
 	failing bool // Spawn fails like a missing program
-	onStart func(pid int)
+	// script says how the n-th instance (from 1) runs: it ends after
+	// life with status ws, or runs until signalled when ends is false.
+	script func(n int) (life time.Duration, ws unix.WaitStatus, ends bool)
+	notify chan struct{} // poked on every start, try and end
 }
 
 type sent struct {
@@ -40,22 +46,64 @@ type sent struct {
 }
 
 func newFakeProcs() *fakeProcs {
-	return &fakeProcs{next: 1000, running: make(map[int]func(initsys.Exit))}
+	return &fakeProcs{next: 1000, running: make(map[int]func(initsys.Exit)), notify: make(chan struct{}, 1)}
+}
+
+// runForever is the script of programs that run until signalled.
+func runForever(int) (time.Duration, unix.WaitStatus, bool) { return 0, 0, false }
+
+func (f *fakeProcs) poke() {
+	select {
+	case f.notify <- struct{}{}:
+	default:
+	}
 }
 
 func (f *fakeProcs) Spawn(p *initsys.Proc, done func(initsys.Exit)) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.poke()
+	f.tries = append(f.tries, time.Now())
 	if f.failing {
 		return 0, syscall.ENOENT
 	}
 	f.next++
-	f.running[f.next] = done
+	pid := f.next
+	f.running[pid] = done
 	f.starts = append(f.starts, time.Now())
-	if f.onStart != nil {
-		go f.onStart(f.next)
+	if f.script != nil {
+		if life, ws, ends := f.script(len(f.starts)); ends {
+			time.AfterFunc(life, func() { f.end(pid, ws) })
+		}
 	}
-	return f.next, nil
+	return pid, nil
+}
+
+// waitFor waits until cond, checked under the lock, holds, or until limit
+// has passed on the clock; it reports whether cond held.
+func (f *fakeProcs) waitFor(limit time.Duration, cond func() bool) bool {
+	deadline := time.After(limit)
+	for {
+		f.mu.Lock()
+		ok := cond()
+		f.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-f.notify:
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// waitStarts waits for n starts, failing the test after limit.
+func (f *fakeProcs) waitStarts(t testing.TB, n int, limit time.Duration) {
+	t.Helper()
+	if !f.waitFor(limit, func() bool { return len(f.starts) >= n }) {
+		t.Fatalf("got %d starts in %v, want %d", len(f.startTimes()), limit, n)
+	}
 }
 
 func (f *fakeProcs) Adopt(pid int, done func(initsys.Exit)) error {
@@ -71,6 +119,7 @@ func (f *fakeProcs) end(pid int, ws unix.WaitStatus) {
 	done := f.running[pid]
 	delete(f.running, pid)
 	f.mu.Unlock()
+	f.poke()
 	if done != nil {
 		done(initsys.Exit{PID: pid, Status: ws, Time: time.Now()})
 	}
@@ -153,11 +202,11 @@ func TestDaemonCrashLoopBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
 		f := newFakeProcs()
-		f.onStart = func(pid int) { f.end(pid, exitCode(1)) } // crashes at once
+		f.script = func(int) (time.Duration, unix.WaitStatus, bool) { return 0, exitCode(1), true } // crashes at once
 		svc := daemon("crashy", 1, 1)
 		svc.Backoff = 8 * time.Second
 		s := newTestSupervisor(t, f, 0, svc)
-		time.Sleep(40 * time.Second)
+		f.waitStarts(t, 8, time.Hour)
 		synctest.Wait()
 		got := offsets(t0, f.startTimes())
 		want := []time.Duration{0, 1 * time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second, 23 * time.Second, 31 * time.Second, 39 * time.Second}
@@ -168,9 +217,6 @@ func TestDaemonCrashLoopBacksOff(t *testing.T) {
 		if st[0].Crashes != 8 || st[0].State != "backoff" {
 			t.Errorf("got crashes %d state %s, want 8 backoff", st[0].Crashes, st[0].State)
 		}
-		f.mu.Lock()
-		f.onStart = nil
-		f.mu.Unlock()
 		shutdown(t, s)
 	})
 }
@@ -179,14 +225,9 @@ func TestDaemonCleanExitRestartsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
 		f := newFakeProcs()
-		n := 0
-		f.onStart = func(pid int) {
-			if n < 3 {
-				n++
-				f.end(pid, exitCode(0))
-			}
-		}
+		f.script = func(n int) (time.Duration, unix.WaitStatus, bool) { return 0, exitCode(0), n <= 3 }
 		s := newTestSupervisor(t, f, 0, daemon("once", 1, 1))
+		f.waitStarts(t, 4, time.Minute)
 		synctest.Wait()
 		got := offsets(t0, f.startTimes())
 		if want := []time.Duration{0, 0, 0, 0}; !slices.Equal(got, want) {
@@ -200,20 +241,23 @@ func TestDaemonHealthyRunResetsBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
 		f := newFakeProcs()
+		// Two crashes (restarts after 1s, then 2s), then a failure after a
+		// minute's run, which is not a crash: restarted at once.
+		f.script = func(n int) (time.Duration, unix.WaitStatus, bool) {
+			switch n {
+			case 1, 2:
+				return 0, exitCode(2), true
+			case 3:
+				return time.Minute, exitCode(2), true
+			default:
+				return 0, 0, false
+			}
+		}
 		s := newTestSupervisor(t, f, 0, daemon("flaky", 1, 1))
-		synctest.Wait()
-		// Two crashes: restarts after 1s, then 2s.
-		f.end(f.pids()[0], exitCode(2))
-		time.Sleep(time.Second)
-		synctest.Wait()
-		f.end(f.pids()[0], exitCode(2))
-		time.Sleep(time.Minute)
-		synctest.Wait()
-		// A failure after a long run is not a crash: restarted at once.
-		f.end(f.pids()[0], exitCode(2))
+		f.waitStarts(t, 4, time.Hour)
 		synctest.Wait()
 		got := offsets(t0, f.startTimes())
-		want := []time.Duration{0, 1 * time.Second, 3 * time.Second, 61 * time.Second}
+		want := []time.Duration{0, 1 * time.Second, 3 * time.Second, 63 * time.Second}
 		if !slices.Equal(got, want) {
 			t.Errorf("got starts at %v, want %v", got, want)
 		}
@@ -255,21 +299,13 @@ func TestDaemonPeriod(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
 		f := newFakeProcs()
+		// The first run lasts 90 minutes: the period due at 2h finds it
+		// running and is skipped.
+		f.script = func(n int) (time.Duration, unix.WaitStatus, bool) { return 90 * time.Minute, exitCode(0), n == 1 }
 		svc := daemon("hourly", 0, 1)
 		svc.Period = time.Hour
 		s := newTestSupervisor(t, f, 0, svc)
-		synctest.Wait()
-		if n := len(f.startTimes()); n != 0 {
-			t.Fatalf("got %d starts before the first period, want 0", n)
-		}
-		time.Sleep(time.Hour + time.Minute)
-		synctest.Wait()
-		// Still running at 2h: that period is skipped.
-		time.Sleep(time.Hour)
-		synctest.Wait()
-		f.end(f.pids()[0], exitCode(0))
-		time.Sleep(time.Hour)
-		synctest.Wait()
+		f.waitStarts(t, 2, 5*time.Hour)
 		got := offsets(t0, f.startTimes())
 		if want := []time.Duration{time.Hour, 3 * time.Hour}; !slices.Equal(got, want) {
 			t.Errorf("got starts at %v, want %v", got, want)
@@ -285,8 +321,9 @@ func TestDaemonPeriodUpToMax(t *testing.T) {
 		svc := daemon("grow", 1, 3)
 		svc.Period = time.Minute
 		s := newTestSupervisor(t, f, 0, svc)
-		time.Sleep(10 * time.Minute)
-		synctest.Wait()
+		if f.waitFor(10*time.Minute, func() bool { return len(f.starts) > 3 }) {
+			t.Errorf("got a fourth instance, want at most max=3")
+		}
 		got := offsets(t0, f.startTimes())
 		if want := []time.Duration{0, time.Minute, 2 * time.Minute}; !slices.Equal(got, want) {
 			t.Errorf("got starts at %v, want %v", got, want)
@@ -299,22 +336,16 @@ func TestManualStartOverridesBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
 		f := newFakeProcs()
-		crashes := 0
-		f.onStart = func(pid int) { // the first six runs crash at once
-			if crashes < 6 {
-				crashes++
-				f.end(pid, exitCode(1))
-			}
-		}
+		f.script = func(n int) (time.Duration, unix.WaitStatus, bool) { return 0, exitCode(1), n <= 6 } // six crashes
 		s := newTestSupervisor(t, f, 0, daemon("svc", 1, 1))
 		// Starts at 0, 1, 3, 7, 15, 31s; the next would wait 32s, until 63s.
-		time.Sleep(40 * time.Second)
+		f.waitStarts(t, 6, time.Hour)
 		synctest.Wait()
 		if err := s.Start("svc"); err != nil {
 			t.Fatal(err)
 		}
-		starts := f.startTimes()
-		if got, want := offsets(t0, starts), []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second, 31 * time.Second, 40 * time.Second}; !slices.Equal(got, want) {
+		want := []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second, 31 * time.Second, 31 * time.Second}
+		if got := offsets(t0, f.startTimes()); !slices.Equal(got, want) {
 			t.Errorf("got starts at %v, want %v", got, want)
 		}
 		st, _ := s.List("svc")
@@ -338,10 +369,8 @@ func TestStopEscalatesToKill(t *testing.T) {
 		if n := len(f.pids()); n != 2 {
 			t.Fatalf("got %d instances after SIGTERM, want 2 (they ignore it)", n)
 		}
-		time.Sleep(10 * time.Second)
-		synctest.Wait()
-		if n := len(f.pids()); n != 0 {
-			t.Errorf("got %d instances after the stop timeout, want 0", n)
+		if !f.waitFor(time.Minute, func() bool { return len(f.running) == 0 }) {
+			t.Errorf("got %d instances a minute after stop, want 0", len(f.pids()))
 		}
 		if got := time.Since(t0); got != 10*time.Second {
 			t.Errorf("killed after %v, want 10s", got)
@@ -396,15 +425,18 @@ func TestDisabledStartsNothing(t *testing.T) {
 
 func TestMissingProgramBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
 		f := newFakeProcs()
 		f.failing = true
 		s := newTestSupervisor(t, f, 0, daemon("gone", 1, 1))
-		time.Sleep(6 * time.Second)
-		synctest.Wait()
-		st, _ := s.List("gone")
-		// Failed starts at 0, 1s, 3s: the fourth is due at 7s.
-		if st[0].Crashes != 3 {
-			t.Errorf("got %d failed starts in 6s, want 3", st[0].Crashes)
+		if !f.waitFor(time.Hour, func() bool { return len(f.tries) >= 4 }) {
+			t.Fatalf("fewer than 4 tries in an hour")
+		}
+		f.mu.Lock()
+		got := offsets(t0, f.tries)
+		f.mu.Unlock()
+		if want := []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second}; !slices.Equal(got, want) {
+			t.Errorf("got tries at %v, want %v (backoff as for a crash)", got, want)
 		}
 		shutdown(t, s)
 	})

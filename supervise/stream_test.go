@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"metad/conffmt"
 )
@@ -27,10 +28,11 @@ func BenchmarkStreamAccept(b *testing.B) {
 	l.Close()
 
 	f := newFakeProcs()
-	started := make(chan struct{}, 1)
-	f.onStart = func(pid int) {
-		f.end(pid, exitCode(0))
-		started <- struct{}{}
+	f.script = func(int) (time.Duration, unix.WaitStatus, bool) { return 0, exitCode(0), true }
+	starts := 0
+	started := func() {
+		starts++
+		f.waitStarts(b, starts, 10*time.Second)
 	}
 	svc := conffmt.Service{
 		Name: "bench", Class: conffmt.Stream, Max: 1, Enabled: true, Dir: "/",
@@ -57,7 +59,7 @@ func BenchmarkStreamAccept(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		<-started
+		started()
 		c.Close()
 	}
 	b.StopTimer()
