@@ -170,23 +170,11 @@ func (sv *service) thaw() {
 // exitedFrozen records an exit delivered while frozen, without starting
 // anything: the reaper is paused. The new image's rules start what is due.
 func (sv *service) exitedFrozen(e initsys.Exit) {
-	inst, ok := sv.instances[e.PID]
-	if !ok {
-		return
-	}
-	delete(sv.instances, e.PID)
-	code, sig := e.Code(), inst.sent
-	if s, ok := e.Signaled(); ok {
-		code = -1
-		if s != inst.sent {
-			sig = s
+	if _, outcome, _, ok := sv.takeExit(e); ok {
+		sv.crashes = NextCrashes(sv.crashes, outcome)
+		if outcome == Crashed {
+			sv.holdUntil = e.Time.Add(Delay(sv.crashes, sv.conf.Backoff))
 		}
-	}
-	outcome := Classify(e.Time.Sub(inst.started), sv.conf.Crash, code, sig, inst.asked || (sig != 0 && sig == inst.sent))
-	sv.log.Info().Int("pid", e.PID).Str("status", e.String()).Stringer("outcome", outcome).Msg("exited")
-	sv.crashes = NextCrashes(sv.crashes, outcome)
-	if outcome == Crashed {
-		sv.holdUntil = e.Time.Add(Delay(sv.crashes, sv.conf.Backoff))
 	}
 }
 
@@ -286,8 +274,6 @@ func (s *Supervisor) Restore(st *State) error {
 	return errors.Join(errs...)
 }
 
-func sysSignal(n int) syscall.Signal { return syscall.Signal(n) }
-
 func fdsOf(outs []OutputState) []int {
 	fds := make([]int, len(outs))
 	for i, o := range outs {
@@ -319,7 +305,7 @@ func (sv *service) restore(ss ServiceState) error {
 	for _, is := range ss.Instances {
 		inst := &instance{
 			pid: is.PID, pgid: is.PGID, started: is.Started, launcher: is.Launcher,
-			sent: sysSignal(is.Sent), asked: is.Asked, killAt: is.KillAt, killed: is.Killed,
+			sent: syscall.Signal(is.Sent), asked: is.Asked, killAt: is.KillAt, killed: is.Killed,
 		}
 		sv.instances[is.PID] = inst
 		if err := sv.sup.cfg.Procs.Adopt(is.PID, sv.onExit); err != nil {

@@ -110,7 +110,7 @@ func inPlace(a, b conffmt.Service) bool {
 func (sv *service) update(c conffmt.Service, now time.Time) {
 	old := sv.conf
 	sv.conf = c
-	sv.spec = newSpec(&c, sv.sup.env)
+	sv.spec = newSpec(&c, sv.sup.cfg.Env)
 	if c.Class == conffmt.Listener {
 		sv.spec = sv.spec.listener(sv.sup.shim, c.Name)
 	}

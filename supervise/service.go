@@ -117,7 +117,7 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 	sv := &service{
 		sup:       sup,
 		conf:      c,
-		spec:      newSpec(&c, sup.env),
+		spec:      newSpec(&c, sup.cfg.Env),
 		log:       sup.cfg.Log.With().Str("svc", c.Name).Logger(),
 		enabled:   c.Enabled,
 		instances: make(map[int]*instance),
@@ -353,28 +353,37 @@ func (sv *service) watchOutput(out *output, pid int) {
 	sv.readers = append(live, out.start(pid, sv.log.With().Int("pid", pid).Logger())...)
 }
 
-// exited handles the end of an instance, as reported by the reaper.
-func (sv *service) exited(e initsys.Exit) {
-	inst, ok := sv.instances[e.PID]
+// takeExit removes the instance that ended, classifies and logs its end.
+// ok is false for a pid that is not an instance.
+func (sv *service) takeExit(e initsys.Exit) (inst *instance, outcome Outcome, asked, ok bool) {
+	inst, ok = sv.instances[e.PID]
 	if !ok {
 		sv.log.Warn().Int("pid", e.PID).Msg("exit of an unknown instance")
-		return
+		return nil, Clean, false, false
 	}
 	delete(sv.instances, e.PID)
-	now := e.Time
-	ran := now.Sub(inst.started)
+	ran := e.Time.Sub(inst.started)
 	code, sig := e.Code(), syscall.Signal(0)
-	if s, ok := e.Signaled(); ok {
+	if s, signaled := e.Signaled(); signaled {
 		code, sig = -1, s
 	}
-	asked := inst.asked || (sig != 0 && sig == inst.sent)
-	outcome := Classify(ran, sv.conf.Crash, code, sig, asked)
+	asked = inst.asked || (sig != 0 && sig == inst.sent)
+	outcome = Classify(ran, sv.conf.Crash, code, sig, asked)
 	ev := sv.log.Info()
 	if sv.conf.Class == conffmt.Stream && outcome == Clean {
 		ev = sv.log.Debug() // one per connection: only failures are news
 	}
 	ev.Int("pid", e.PID).Str("status", e.String()).Stringer("ran", ran.Round(time.Millisecond)).Stringer("outcome", outcome).Msg("exited")
+	return inst, outcome, asked, true
+}
 
+// exited handles the end of an instance, as reported by the reaper.
+func (sv *service) exited(e initsys.Exit) {
+	inst, outcome, asked, ok := sv.takeExit(e)
+	if !ok {
+		return
+	}
+	now := e.Time
 	if sv.conf.Class == conffmt.Stream {
 		sv.streamEnded(now, outcome, asked)
 		sv.settle(now)

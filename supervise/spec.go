@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"os"
+	"strings"
 	"syscall"
 
 	"metad/conffmt"
@@ -44,15 +45,11 @@ func (sp *spec) listener(shim, name string) *spec {
 }
 
 // proc returns the Proc for one instance with the given descriptors.
-func (sp *spec) proc(files []int, extraEnv ...string) *initsys.Proc {
-	env := sp.env
-	if len(extraEnv) > 0 {
-		env = mergeEnv(append(append(make([]string, 0, len(env)+len(extraEnv)), env...), extraEnv...))
-	}
+func (sp *spec) proc(files []int) *initsys.Proc {
 	return &initsys.Proc{
 		Path:   sp.path,
 		Argv:   sp.argv,
-		Env:    env,
+		Env:    sp.env,
 		Dir:    sp.dir,
 		Files:  files,
 		Cred:   sp.cred,
@@ -66,13 +63,7 @@ func mergeEnv(env []string) []string {
 	index := make(map[string]int, len(env))
 	out := env[:0:0]
 	for _, kv := range env {
-		name := kv
-		for i := 0; i < len(kv); i++ {
-			if kv[i] == '=' {
-				name = kv[:i]
-				break
-			}
-		}
+		name, _, _ := strings.Cut(kv, "=")
 		if i, ok := index[name]; ok {
 			out[i] = kv
 			continue

@@ -70,7 +70,6 @@ var ErrAtMax = errors.New("already running its maximum of instances")
 // use; each service's state is owned by that service's goroutine.
 type Supervisor struct {
 	cfg Config
-	env []string
 
 	stdin, stdout, stderr int // descriptors instances get when not told otherwise
 
@@ -106,7 +105,6 @@ func New(cfg Config) (*Supervisor, error) {
 		shim:      shim,
 		inherited: cfg.Inherited,
 		cfg:       cfg,
-		env:       cfg.Env,
 		stdin:     stdin,
 		stdout:    1,
 		stderr:    2,
