@@ -167,14 +167,6 @@ func (in *Inherited) take(e Endpoint) int {
 	return fd
 }
 
-// Len is the number of inherited sockets not yet taken by a service.
-func (in *Inherited) Len() int {
-	if in == nil {
-		return 0
-	}
-	return len(in.fds)
-}
-
 // CloseUnused closes every inherited socket no service took.
 func (in *Inherited) CloseUnused() {
 	if in == nil {
