@@ -49,9 +49,6 @@ func newFakeProcs() *fakeProcs {
 	return &fakeProcs{next: 1000, running: make(map[int]func(initsys.Exit)), notify: make(chan struct{}, 1)}
 }
 
-// runForever is the script of programs that run until signalled.
-func runForever(int) (time.Duration, unix.WaitStatus, bool) { return 0, 0, false }
-
 func (f *fakeProcs) poke() {
 	select {
 	case f.notify <- struct{}{}:
