@@ -60,6 +60,9 @@ type streamServer struct {
 // referenceName is the row of the minimal Go server (streamLoop).
 const referenceName = "minimal Go loop"
 
+// compareName is the metad of -compare, measured beside metad.
+const compareName = "metad -compare"
+
 // streamServerNames are the servers of the stream tables, in order.
 var streamServerNames = []string{"metad", "tcpserver", "xinetd", referenceName}
 
@@ -69,7 +72,7 @@ var streamServerNames = []string{"metad", "tcpserver", "xinetd", referenceName}
 // or ident lookups, no logging per connection), and adds the minimal Go
 // loop of the bench as a reference.
 func (b *bench) streamServersIn(dir string, prog []string) ([]*streamServer, error) {
-	ports := make([]int, 4)
+	ports := make([]int, 5)
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
@@ -118,12 +121,21 @@ service bench
 	if err := os.WriteFile(xconf, []byte(x), 0o644); err != nil {
 		return nil, err
 	}
-	return []*streamServer{
+	servers := []*streamServer{
 		{name: "metad", port: ports[0], argv: []string{b.metad, "-f", conf, "-s", filepath.Join(dir, "metad.sock")}},
 		{name: "tcpserver", port: ports[1], argv: append([]string{tcpserver, "-RHl0", "-c", "256", "-b", "256", "127.0.0.1", strconv.Itoa(ports[1])}, prog...)},
 		{name: "xinetd", port: ports[2], argv: []string{xinetd, "-dontfork", "-f", xconf, "-pidfile", filepath.Join(dir, "xinetd.pid")}},
 		{name: referenceName, port: ports[3], argv: append([]string{b.self, helperFlag, "stream-loop", strconv.Itoa(ports[3])}, prog...)},
-	}, nil
+	}
+	if b.compare != "" {
+		cconf := filepath.Join(dir, "compare.conf")
+		line := fmt.Sprintf("bench stream port=%d addr=127.0.0.1 max=256 backlog=256 %s\n", ports[4], words(prog))
+		if err := os.WriteFile(cconf, []byte(line), 0o644); err != nil {
+			return nil, err
+		}
+		servers = append(servers, &streamServer{name: compareName, port: ports[4], argv: []string{b.compare, "-f", cconf, "-s", filepath.Join(dir, "compare.sock")}})
+	}
+	return servers, nil
 }
 
 // benchStream measures, for each program, the spawn ceiling and the
