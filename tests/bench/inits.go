@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -15,15 +16,27 @@ import (
 // initNames are the inits of the PID 1 benchmarks, metad first.
 var initNames = []string{"metad", "tini", "catatonit", "dumb-init"}
 
+// inits are the inits measured: initNames, and the metad of -compare.
+func (b *bench) inits() []string {
+	if b.compare == "" {
+		return initNames
+	}
+	return append(slices.Clone(initNames), compareName)
+}
+
 // initArgv returns the command line that runs command under init name.
 // metad gets an empty config and a private control socket.
 func (b *bench) initArgv(name, dir string, command ...string) ([]string, error) {
-	if name == "metad" {
+	if name == "metad" || name == compareName {
+		bin := b.metad
+		if name == compareName {
+			bin = b.compare
+		}
 		conf := filepath.Join(dir, "empty.conf")
 		if err := os.WriteFile(conf, nil, 0o644); err != nil {
 			return nil, err
 		}
-		return append([]string{b.metad, "-f", conf, "-s", filepath.Join(dir, "metad.sock"), "--"}, command...), nil
+		return append([]string{bin, "-f", conf, "-s", filepath.Join(dir, "metad.sock"), "--"}, command...), nil
 	}
 	path, err := lookPath(name)
 	if err != nil {
@@ -37,7 +50,7 @@ func (b *bench) initArgv(name, dir string, command ...string) ([]string, error) 
 func (b *bench) benchReap() error {
 	b.res.reap = make(map[string][]float64)
 	for r := range b.rounds {
-		for _, name := range rotate(initNames, r) {
+		for _, name := range rotate(b.inits(), r) {
 			rate, err := b.reapOnce(name, r)
 			if err != nil {
 				b.note("reaping, %s, round %d: %v", name, r+1, err)
@@ -158,7 +171,7 @@ func (b *bench) benchOverhead() error {
 		subjects[goInitName] = []string{goInit, "--", truePath}
 		names = append(names, goInitName)
 	}
-	for _, name := range initNames {
+	for _, name := range b.inits() {
 		argv, err := b.initArgv(name, dir, truePath)
 		if err != nil {
 			b.note("init overhead, %s: %v", name, err)

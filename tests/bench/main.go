@@ -35,7 +35,7 @@ type bench struct {
 	sleep   string // a private copy of sleep(1), whose executions are counted
 	metad   string
 	metac   string
-	compare string // another metad binary, measured beside metad in the stream step
+	compare string // another metad binary, measured beside metad (stream, reaping, overhead)
 
 	cell     time.Duration // one stream measurement
 	rounds   int
@@ -62,7 +62,7 @@ func run() int {
 	var only string
 	flag.StringVar(&out, "out", "docs/BENCHMARKS.md", "the report to write; the charts (bench-stream*.svg) go next to it")
 	flag.StringVar(&metad, "metad", "bin/metad", "the metad binary to measure")
-	flag.StringVar(&b.compare, "compare", "", "another metad binary to measure beside it in the stream step (the progress shows it as \""+compareName+"\"; the report does not)")
+	flag.StringVar(&b.compare, "compare", "", "another metad binary to measure beside it in the stream, reaping and init overhead steps (the progress shows it as \""+compareName+"\"; the report does not)")
 	flag.DurationVar(&b.cell, "cell", 3*time.Second, "duration of one stream measurement")
 	flag.IntVar(&b.rounds, "rounds", 3, "rounds of every alternating measurement")
 	flag.IntVar(&b.orphans, "orphans", 5000, "orphans in the reaping burst")

@@ -258,6 +258,7 @@ type upResult struct {
 	procs  int       // the supervisor's own processes
 	status []float64 // ms, one query of every service
 	query  string
+	start  []float64 // metad only: ms of metac -V, which starts and exits without a query
 }
 
 // benchServices starts each supervisor with 100 sleeps, round by round:
@@ -331,15 +332,28 @@ func (b *bench) upOnce(name string, r int, res *upResult) error {
 		return err
 	}
 	res.pss, res.rss, res.procs = append(res.pss, float64(m.pss)), append(res.rss, float64(m.rss)), len(own)
-	var qs []float64
+	var qs, starts []float64
 	for range statusQueries {
 		t := time.Now()
 		if err := sup.status(b.services); err != nil {
 			return err
 		}
 		qs = append(qs, ms(time.Since(t)))
+		if name != "metad" {
+			continue
+		}
+		// The floor of any query metac makes: the program starting and
+		// exiting, timed between the queries.
+		t = time.Now()
+		if out, err := exec.Command(b.metac, "-V").CombinedOutput(); err != nil {
+			return fmt.Errorf("metac -V: %v: %s", err, out)
+		}
+		starts = append(starts, ms(time.Since(t)))
 	}
 	res.status = append(res.status, median(qs))
+	if len(starts) > 0 {
+		res.start = append(res.start, median(starts))
+	}
 	b.logf("   round %d %-20s up %7.1f ms  PSS %6d KiB  RSS %6d KiB (%d processes)  status %7.1f ms",
 		r+1, name, ms(up), m.pss, m.rss, len(own), median(qs))
 	return nil
