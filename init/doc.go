@@ -11,6 +11,8 @@
 //     child, whether started by Reaper.Spawn or adopted (a daemon that
 //     double-forked and was re-parented to metad, the subreaper), is reaped
 //     there, and its exit goes to the one callback registered for its pid.
+//     Its helper learns of an exit from waitid(2) with WNOWAIT, which
+//     reaps nothing.
 //     Nothing else in metad may wait for a child: os/exec's Cmd.Wait and
 //     os.Process.Wait would steal exits from the reaper.
 //   - Starting children. Spawn forks, execs and registers the pid in one

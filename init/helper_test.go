@@ -48,6 +48,9 @@ func TestMain(m *testing.M) {
 		}
 	}
 	reaper = NewReaper(zerolog.Nop())
+	// Every exit must come from a wake-up, never from the childless
+	// recheck: an exit that waited for it would hit a test's deadline.
+	reaper.recheck = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { reaper.Run(ctx) })
@@ -83,6 +86,8 @@ func runHelper(name string, args []string) int {
 		return echoSignals()
 	case "notify-then-status":
 		return notifyThenStatus()
+	case "spawn-while-childless":
+		return spawnWhileChildless()
 	case "pid1-drain":
 		return pid1Drain()
 	case "pid1-finish":
@@ -164,6 +169,39 @@ func echoSignals() int {
 		}
 	}
 	return 1
+}
+
+// spawnWhileChildless runs a reaper of its own, in a process with no other
+// child, and starts /bin/true three times, each after the last was reaped:
+// each time the reaper has no child to wait for, and only the spawn can
+// wake it. The childless recheck is an hour, so a missed wake-up shows as
+// an exit that never comes. It prints each exit status.
+func spawnWhileChildless() int {
+	r := NewReaper(zerolog.Nop())
+	r.recheck = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	go r.Run(ctx)
+	for range 3 {
+		exits := make(chan Exit, 1)
+		p := &Proc{Path: "/bin/true", Argv: []string{"true"}, Files: []int{0, 1, 2}}
+		if _, err := r.Spawn(p, func(e Exit) { exits <- e }); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		select {
+		case e := <-exits:
+			fmt.Println(e.Code())
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr, "no exit: the spawn did not wake the reaper")
+			return 1
+		}
+		if err := r.WaitIdle(ctx); err != nil { // childless again
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	return 0
 }
 
 // notifyThenStatus calls Notify, as metad does first thing, then starts

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"sync"
 	"syscall"
 	"time"
@@ -26,10 +24,23 @@ const recentExits = 64
 // and adopted orphans. There is one per process, living as long as metad:
 // two reapers would take each other's exits. Its methods are safe for
 // concurrent use.
+//
+// It does not take SIGCHLD. A helper goroutine blocks in waitid(2) with
+// WNOWAIT until some child has ended, without reaping it, and wakes Run,
+// which reaps; the kernel wakes that one thread directly, where a signal
+// would interrupt a thread, wake os/signal's goroutine and then Run's. This
+// halved the thread switches per connection of a stream service. waitid
+// has nothing to wait for while metad has no child at all; then a spawn or
+// an adoption wakes Run, and Run looks again every second for an orphan
+// that joined metad's PID namespace from outside and was re-parented to it
+// (a `docker exec` whose parent went away), the one way a child can appear
+// without either.
 type Reaper struct {
 	log     zerolog.Logger
-	sigchld chan os.Signal
+	recheck time.Duration // childlessRecheck; tests that must see every wake-up set it longer
 	poke    chan struct{} // asks Run for a pass; see WaitIdle
+	ended   chan struct{} // from watch: a child has ended
+	more    chan struct{} // to watch: a pass is done, wait for the next end
 
 	// waitMu orders registration against reaping. Spawn and Adopt hold it
 	// shared from before the fork (or the parentage check) until the pid
@@ -40,55 +51,109 @@ type Reaper struct {
 	// an exec that hangs (a dead network file system) delays reaping.
 	waitMu sync.RWMutex
 
-	mu      sync.Mutex         // guards the fields below; never held across a syscall
-	owners  map[int]func(Exit) // registered children not yet reaped; never a nil func
-	recent  []Exit             // exits of unknown children, oldest first
-	orphans uint64             // unknown children reaped so far
-	started uint64             // passes started
-	last    uint64             // the last pass finished
-	empty   bool               // the last pass finished with ECHILD: no child at all
-	passed  chan struct{}      // closed and replaced when a pass finishes
+	mu        sync.Mutex         // guards the fields below; never held across a syscall
+	owners    map[int]func(Exit) // registered children not yet reaped; never a nil func
+	recent    []Exit             // exits of unknown children, oldest first
+	orphans   uint64             // unknown children reaped so far
+	started   uint64             // passes started
+	last      uint64             // the last pass finished
+	empty     bool               // the last pass finished with ECHILD: no child at all
+	passed    chan struct{}      // closed and replaced when a pass finishes
+	added     uint64             // children registered so far
+	childless bool               // Run waits with watch idle: a registration must wake it
 }
 
-// NewReaper returns a reaper that logs to log. It subscribes to SIGCHLD at
-// once, so that no exit is missed between now and Run; call it before the
-// first child starts.
+// childlessRecheck is how often Run looks for children while it has none
+// (see Reaper).
+const childlessRecheck = time.Second
+
+// NewReaper returns a reaper that logs to log. Call it before the first
+// child starts.
 func NewReaper(log zerolog.Logger) *Reaper {
 	r := &Reaper{
 		log:     log,
-		sigchld: make(chan os.Signal, 1),
+		recheck: childlessRecheck,
 		poke:    make(chan struct{}, 1),
+		ended:   make(chan struct{}, 1),
+		more:    make(chan struct{}, 1),
 		owners:  make(map[int]func(Exit)),
 		passed:  make(chan struct{}),
 	}
-	signal.Notify(r.sigchld, syscall.SIGCHLD)
 	DefaultReserved()
 	return r
 }
 
 // Run is the only caller of wait4 in metad. It reaps every child that has
-// ended, then again on every SIGCHLD (several exits may share one signal:
-// each pass calls wait4 until nothing is left), and blocks until ctx is
-// done. Only one Run may be active at a time. Exit callbacks are called
-// from Run's goroutine, outside any lock.
+// ended, then again whenever one ends (each pass calls wait4 until nothing
+// is left), and blocks until ctx is done. Call it once. Exit callbacks are
+// called from Run's goroutine, outside any lock.
 func (r *Reaper) Run(ctx context.Context) {
+	go r.watch()
+	defer close(r.more) // watch returns after its current wait
+	recheck := time.NewTimer(r.recheck)
+	defer recheck.Stop()
 	for {
-		r.pass()
+		if r.pass() {
+			recheck.Reset(r.recheck)
+		} else {
+			recheck.Stop()
+			select {
+			case r.more <- struct{}{}:
+			default: // watch has its go-ahead already
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-r.sigchld:
+		case <-r.ended:
 		case <-r.poke:
+		case <-recheck.C:
 		}
 	}
 }
 
+// watch waits, at each go-ahead from Run, until some child has ended, and
+// tells Run. WNOWAIT leaves the child for Run's pass to reap, under waitMu.
+func (r *Reaper) watch() {
+	for range r.more {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		for errors.Is(err, unix.EINTR) {
+			err = unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		}
+		// An error (ECHILD: the last child was reaped meanwhile) is for
+		// the pass to find out too.
+		r.wake(r.ended)
+	}
+}
+
+// wake sends on ch, a channel of one slot, without blocking.
+func (r *Reaper) wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// register makes done the owner of pid. r.mu must be held. It reports
+// whether Run must be woken: it was waiting with no child to watch.
+func (r *Reaper) register(pid int, done func(Exit)) (wake bool) {
+	r.owners[pid] = orNop(done)
+	r.forget(pid) // an older process's exit under the same pid
+	r.added++
+	wake, r.childless = r.childless, false
+	return wake
+}
+
 // pass reaps until wait4 says that no child has ended (or none is left),
 // calling each exit's owner, and then wakes WaitIdle.
-func (r *Reaper) pass() {
+//
+// It reports whether metad has no child left and none was registered
+// during the pass: watch has nothing to wait for.
+func (r *Reaper) pass() (childless bool) {
 	r.mu.Lock()
 	r.started++
-	n := r.started
+	n, added := r.started, r.added
 	r.mu.Unlock()
 
 	var empty bool
@@ -112,9 +177,12 @@ func (r *Reaper) pass() {
 		r.log.Error().Int("lost", len(r.owners)).Msg("registered children were reaped elsewhere")
 	}
 	r.last, r.empty = n, empty
+	r.childless = empty && r.added == added
+	childless = r.childless
 	close(r.passed)
 	r.passed = make(chan struct{})
 	r.mu.Unlock()
+	return childless
 }
 
 // reapOne reaps one child if one has ended and delivers its exit to its
@@ -208,9 +276,11 @@ func (r *Reaper) start(path string, argv []string, attr *syscall.ProcAttr, done 
 		return 0, fmt.Errorf("cannot start %q: %w", path, err)
 	}
 	r.mu.Lock()
-	r.owners[pid] = orNop(done)
-	r.forget(pid) // an older process's exit under the same pid
+	wake := r.register(pid, done)
 	r.mu.Unlock()
+	if wake {
+		r.wake(r.poke)
+	}
 	return pid, nil
 }
 
@@ -269,8 +339,9 @@ func (r *Reaper) adopt(pid int, done func(Exit)) (Exit, bool, error) {
 		if _, ok := r.owners[pid]; ok {
 			return Exit{}, false, errors.New("already registered")
 		}
-		r.owners[pid] = orNop(done)
-		r.forget(pid)
+		if r.register(pid, done) {
+			r.wake(r.poke)
+		}
 		return Exit{}, false, nil
 	}
 	if e, ok := r.forget(pid); ok {
@@ -303,10 +374,7 @@ func (r *Reaper) WaitIdle(ctx context.Context) error {
 	r.mu.Lock()
 	after := r.started
 	r.mu.Unlock()
-	select {
-	case r.poke <- struct{}{}:
-	default: // a pass is requested already, and has not begun
-	}
+	r.wake(r.poke)
 	for {
 		r.mu.Lock()
 		last, empty, passed := r.last, r.empty, r.passed

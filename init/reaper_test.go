@@ -481,3 +481,17 @@ func ctxFor(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// TestSpawnWhileChildless checks that a spawn wakes a reaper that had no
+// child to wait for (see spawnWhileChildless).
+func TestSpawnWhileChildless(t *testing.T) {
+	c := spawn(t, helper("spawn-while-childless"))
+	for i := range 3 {
+		if got := c.line(t); got != "0" {
+			t.Fatalf("exit %d: got %q, want 0", i+1, got)
+		}
+	}
+	if got := c.wait(t); got.Code() != 0 {
+		t.Errorf("got %v, want exit status 0", got)
+	}
+}

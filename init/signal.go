@@ -109,7 +109,7 @@ func caught(sig syscall.Signal) bool {
 	case syscall.SIGKILL, syscall.SIGSTOP:
 		return false // cannot be caught
 	case syscall.SIGCHLD:
-		return false // the Reaper's
+		return false // the Reaper waits with waitid(2); Go drops the signal
 	case syscall.SIGURG, syscall.SIGPROF:
 		return false // the Go runtime's: preemption, profiling
 	case syscall.SIGTTIN, syscall.SIGTTOU:
@@ -142,7 +142,8 @@ func fault(sig syscall.Signal) bool {
 // buffered; a signal that finds it full is dropped.
 //
 // Delivered: every signal from 1 to 64 except
-//   - SIGCHLD, which the Reaper takes;
+//   - SIGCHLD: the Reaper waits for children with waitid(2), and the Go
+//     runtime drops the signal while nobody wants it;
 //   - SIGURG and SIGPROF, which the Go runtime keeps for preemption and
 //     profiling, and signals 32 to 34, which the C libraries and the Go
 //     runtime keep for their threads and os/signal cannot catch;

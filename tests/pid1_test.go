@@ -3,6 +3,7 @@ package tests
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -24,6 +25,28 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	if got := m.wait(60 * time.Second); got != 0 {
 		t.Errorf("got exit status %d, want 0 (no zombie left after 1000 orphans)", got)
 	}
+}
+
+// TestPID1ReapsOrphanFromOutside has metad, as PID 1 with nothing to run,
+// adopt an orphan that entered its PID namespace with setns(2), as `docker
+// exec` does: the shell nsenter starts there puts sleep in the background
+// and exits, so the kernel re-parents sleep to metad. metad has had no
+// child to wait for, yet must reap sleep when it ends.
+func TestPID1ReapsOrphanFromOutside(t *testing.T) {
+	m := startMetad(t, runOpts{pid1: true, conf: "# no services\n"})
+	m.waitEvent(1, "metad to start", msg("metad started"))
+	out, err := exec.Command("nsenter", "--target", strconv.Itoa(m.cmd.Process.Pid), "--pid", "--",
+		"/bin/sh", "-c", "sleep 0.2 & echo $!").Output()
+	if err != nil {
+		t.Fatalf("nsenter: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("got %q from the shell, want a pid", out)
+	}
+	m.waitEvent(1, fmt.Sprintf("metad to reap orphan %d", pid), func(ev event) bool {
+		return ev.str("message") == "reaped orphan" && ev.int("pid") == pid
+	})
 }
 
 // TestLazyInitLeavesZombies shows that the zombie check above can fail: a
