@@ -31,10 +31,10 @@ const recentExits = 64
 // would interrupt a thread, wake os/signal's goroutine and then Run's. This
 // halved the thread switches per connection of a stream service. waitid
 // has nothing to wait for while metad has no child at all; then a spawn or
-// an adoption wakes Run, and Run looks again every second for an orphan
-// that joined metad's PID namespace from outside and was re-parented to it
-// (a `docker exec` whose parent went away), the one way a child can appear
-// without either.
+// an adoption sends the helper back to waitid, and Run looks again every
+// second for an orphan that joined metad's PID namespace from outside and
+// was re-parented to it (a `docker exec` whose parent went away), the one
+// way a child can appear without either.
 type Reaper struct {
 	log     zerolog.Logger
 	recheck time.Duration // childlessRecheck; tests that must see every wake-up set it longer
@@ -60,7 +60,7 @@ type Reaper struct {
 	empty     bool               // the last pass finished with ECHILD: no child at all
 	passed    chan struct{}      // closed and replaced when a pass finishes
 	added     uint64             // children registered so far
-	childless bool               // Run waits with watch idle: a registration must wake it
+	childless bool               // watch is idle, with no child to watch: a registration must send it back
 }
 
 // childlessRecheck is how often Run looks for children while it has none
@@ -88,8 +88,9 @@ func NewReaper(log zerolog.Logger) *Reaper {
 // is left), and blocks until ctx is done. Call it once. Exit callbacks are
 // called from Run's goroutine, outside any lock.
 func (r *Reaper) Run(ctx context.Context) {
-	go r.watch()
-	defer close(r.more) // watch returns after its current wait
+	stop := make(chan struct{})
+	defer close(stop) // watch returns after its current wait
+	go r.watch(stop)
 	recheck := time.NewTimer(r.recheck)
 	defer recheck.Stop()
 	for {
@@ -112,10 +113,16 @@ func (r *Reaper) Run(ctx context.Context) {
 	}
 }
 
-// watch waits, at each go-ahead from Run, until some child has ended, and
-// tells Run. WNOWAIT leaves the child for Run's pass to reap, under waitMu.
-func (r *Reaper) watch() {
-	for range r.more {
+// watch waits, at each go-ahead (from Run, or from a registration while
+// metad had no child), until some child has ended, and tells Run. WNOWAIT
+// leaves the child for Run's pass to reap, under waitMu.
+func (r *Reaper) watch(stop <-chan struct{}) {
+	for {
+		select {
+		case <-r.more:
+		case <-stop:
+			return
+		}
 		var info unix.Siginfo
 		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOWAIT, nil)
 		for errors.Is(err, unix.EINTR) {
@@ -136,7 +143,9 @@ func (r *Reaper) wake(ch chan struct{}) {
 }
 
 // register makes done the owner of pid. r.mu must be held. It reports
-// whether Run must be woken: it was waiting with no child to watch.
+// whether watch must be sent back to waitid: Run left it idle, with no
+// child to watch. (A pass under way when pid was added gives it the
+// go-ahead itself: see pass.)
 func (r *Reaper) register(pid int, done func(Exit)) (wake bool) {
 	r.owners[pid] = orNop(done)
 	r.forget(pid) // an older process's exit under the same pid
@@ -279,7 +288,7 @@ func (r *Reaper) start(path string, argv []string, attr *syscall.ProcAttr, done 
 	wake := r.register(pid, done)
 	r.mu.Unlock()
 	if wake {
-		r.wake(r.poke)
+		r.wake(r.more)
 	}
 	return pid, nil
 }
@@ -340,7 +349,7 @@ func (r *Reaper) adopt(pid int, done func(Exit)) (Exit, bool, error) {
 			return Exit{}, false, errors.New("already registered")
 		}
 		if r.register(pid, done) {
-			r.wake(r.poke)
+			r.wake(r.more)
 		}
 		return Exit{}, false, nil
 	}
