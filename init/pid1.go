@@ -154,7 +154,7 @@ func (f Final) String() string {
 // processes and reports to the namespace's parent that PID 1 died of
 // SIGHUP (Reboot) or SIGINT (Poweroff, Halt).
 func Finish(f Final) error {
-	var cmd int
+	var cmd uint32 // reboot(2) reads an unsigned int; HALT does not fit a 32-bit int
 	switch f {
 	case Poweroff:
 		cmd = unix.LINUX_REBOOT_CMD_POWER_OFF
@@ -166,7 +166,7 @@ func Finish(f Final) error {
 		return fmt.Errorf("cannot finish with %v: unknown", f)
 	}
 	unix.Sync()
-	if err := unix.Reboot(cmd); err != nil {
+	if err := unix.Reboot(int(int32(cmd))); err != nil {
 		return fmt.Errorf("cannot %v: %w", f, err)
 	}
 	return nil

@@ -78,7 +78,7 @@ func ListenLocal(path string) (*Local, error) {
 		l.Close()
 		return nil, fmt.Errorf("cannot create control socket %q: %w", path, err)
 	}
-	return &Local{l: l, path: path, ino: st.Ino, dev: st.Dev}, nil
+	return &Local{l: l, path: path, ino: st.Ino, dev: uint64(st.Dev)}, nil
 }
 
 // LocalFromFD takes over a control socket that a previous image of metad
@@ -103,7 +103,7 @@ func LocalFromFD(fd int, path string) (*Local, error) {
 		l.Close()
 		return nil, fmt.Errorf("cannot take over control socket %q: %w", path, err)
 	}
-	return &Local{l: l, path: path, ino: st.Ino, dev: st.Dev}, nil
+	return &Local{l: l, path: path, ino: st.Ino, dev: uint64(st.Dev)}, nil
 }
 
 // Dup returns a duplicate of the listening socket without close-on-exec,
@@ -154,7 +154,7 @@ func (l *Local) Path() string { return l.path }
 func (l *Local) close() {
 	l.l.Close()
 	var st unix.Stat_t
-	if unix.Lstat(l.path, &st) == nil && st.Ino == l.ino && st.Dev == l.dev {
+	if unix.Lstat(l.path, &st) == nil && st.Ino == l.ino && uint64(st.Dev) == l.dev {
 		os.Remove(l.path)
 	}
 }
