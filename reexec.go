@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,10 @@ const (
 
 // checkTimeout bounds the check run of a new binary.
 const checkTimeout = 5 * time.Second
+
+// quiesceTimeout bounds the wait for the control requests being answered
+// when metad re-executes; a request still unanswered after it is cut off.
+const quiesceTimeout = 5 * time.Second
 
 // handover is the whole state a metad hands to its next image.
 type handover struct {
@@ -91,15 +96,30 @@ func checkBinary(reaper *initsys.Reaper, path string) error {
 // reexec hands everything over and executes d.exe in place of this image.
 // It returns only if that failed, after undoing the handover.
 func (d *daemon) reexec() error {
+	// The control requests being answered are answered first; new ones
+	// wait in the socket's backlog for the next image. This comes before
+	// the reload lock and the freeze: a request may need either.
+	resumeControl := func() {}
+	if d.local != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), quiesceTimeout)
+		resume, err := d.local.Quiesce(ctx)
+		cancel()
+		if err != nil {
+			d.log.Warn().Err(err).Msg("control requests still unanswered: re-executing all the same")
+		}
+		resumeControl = resume
+	}
 	// No reload may change the services while they are handed over.
 	d.reloading.Lock()
 	defer d.reloading.Unlock()
 	st, resume, err := d.sup.Handover(d.reaper.Pause)
 	if err != nil {
+		resumeControl()
 		return err
 	}
 	fail := func(err error) error {
 		resume()
+		resumeControl()
 		return fmt.Errorf("cannot re-execute %q: %w", d.exe, err)
 	}
 	h := handover{Services: st, Command: d.cmdPid, Control: -1}

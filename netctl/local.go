@@ -37,6 +37,45 @@ type Local struct {
 	path string
 	ino  uint64 // of the socket file, to remove only our own
 	dev  uint64
+
+	mu    sync.Mutex    // guards the fields below
+	busy  int           // connections being served
+	idle  chan struct{} // closed when busy drops to 0; replaced when it rises from 0
+	quiet chan struct{} // while quiesced: closed on resume; nil otherwise
+	// parked is closed by ServeLocal when it has stopped accepting for
+	// the current Quiesce.
+	parked chan struct{}
+}
+
+// begin and end count a connection being served.
+func (l *Local) begin() {
+	l.mu.Lock()
+	if l.busy == 0 {
+		l.idle = make(chan struct{})
+	}
+	l.busy++
+	l.mu.Unlock()
+}
+
+func (l *Local) end() {
+	l.mu.Lock()
+	if l.busy--; l.busy == 0 {
+		close(l.idle)
+	}
+	l.mu.Unlock()
+}
+
+// answered returns a channel that is closed once no connection is being
+// served.
+func (l *Local) answered() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.busy == 0 {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	return l.idle
 }
 
 // ListenLocal creates the control socket at path, mode 0600. A socket
@@ -149,6 +188,58 @@ func clearStale(path string) error {
 // Path returns the socket's path.
 func (l *Local) Path() string { return l.path }
 
+// Quiesce stops taking connections and waits until every connection taken
+// has been answered, or until ctx is done (then it returns ctx's error,
+// quiesced all the same). Connections made meanwhile wait in the socket's
+// backlog for whoever takes them next: this process after resume, or the
+// next image of metad, which inherits the socket (re-exec). So no request
+// is cut off by the exec. resume takes connections again; call it once.
+// It needs ServeLocal to be running.
+func (l *Local) Quiesce(ctx context.Context) (resume func(), err error) {
+	quiet, parked := make(chan struct{}), make(chan struct{})
+	l.mu.Lock()
+	l.quiet, l.parked = quiet, parked
+	l.mu.Unlock()
+	l.l.SetDeadline(time.Now()) // wakes a pending accept
+	resume = func() {
+		l.mu.Lock()
+		l.quiet, l.parked = nil, nil
+		l.mu.Unlock()
+		l.l.SetDeadline(time.Time{})
+		close(quiet)
+	}
+	select {
+	case <-parked:
+	case <-ctx.Done():
+		return resume, ctx.Err()
+	}
+	select {
+	case <-l.answered():
+		return resume, nil
+	case <-ctx.Done():
+		return resume, ctx.Err()
+	}
+}
+
+// hold parks ServeLocal's accept loop while the socket is quiesced, until
+// resume or ctx is done.
+func (l *Local) hold(ctx context.Context) {
+	l.mu.Lock()
+	quiet, parked := l.quiet, l.parked
+	l.parked = nil
+	l.mu.Unlock()
+	if quiet == nil {
+		return
+	}
+	if parked != nil {
+		close(parked)
+	}
+	select {
+	case <-quiet:
+	case <-ctx.Done():
+	}
+}
+
 // close stops listening and removes the socket file, unless another metad
 // has replaced it meanwhile.
 func (l *Local) close() {
@@ -162,8 +253,8 @@ func (l *Local) close() {
 // ServeLocal serves requests on l with h until ctx is done, then closes l,
 // removes its socket file and returns once every connection is finished.
 // Peers that are neither root nor metad's own user are refused and logged.
+// See Quiesce for a pause.
 func ServeLocal(ctx context.Context, l *Local, h *Handler, log zerolog.Logger) {
-	var wg sync.WaitGroup
 	var mu sync.Mutex // guards open
 	open := make(map[*net.UnixConn]bool)
 	// At the end, connections still open are cut short, so that a slow
@@ -180,8 +271,15 @@ func ServeLocal(ctx context.Context, l *Local, h *Handler, log zerolog.Logger) {
 	slots := make(chan struct{}, maxLocalConns)
 	self := uint32(os.Geteuid())
 	for {
+		l.hold(ctx)
+		if ctx.Err() != nil {
+			break
+		}
 		conn, err := l.l.AcceptUnix()
 		if err != nil {
+			if os.IsTimeout(err) { // Quiesce (or a resume that came first)
+				continue
+			}
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 				log.Error().Err(err).Msg("cannot accept control connection")
 				pause(ctx)
@@ -193,15 +291,17 @@ func ServeLocal(ctx context.Context, l *Local, h *Handler, log zerolog.Logger) {
 		mu.Lock()
 		open[conn] = true
 		mu.Unlock()
-		wg.Go(func() {
+		l.begin()
+		go func() {
+			defer l.end()
 			serveConn(ctx, conn, h, self, log)
 			mu.Lock()
 			delete(open, conn)
 			mu.Unlock()
 			<-slots
-		})
+		}()
 	}
-	wg.Wait()
+	<-l.answered()
 	l.close()
 }
 

@@ -3,6 +3,7 @@ package netctl
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"metad/supervise"
 )
 
 // testWait bounds every wait for an event in these tests; it is a
@@ -179,5 +182,85 @@ func TestServeLocal(t *testing.T) {
 	}
 	if _, err := callLocal(path, Request{Version: protocolVersion, Command: "list"}, testWait); err == nil {
 		t.Errorf("got a reply after ServeLocal returned, want none")
+	}
+}
+
+// slowList is a controller whose List waits for release, telling entered
+// first.
+type slowList struct {
+	*fakeControl
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowList) List(names ...string) ([]supervise.Status, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return s.fakeControl.List(names...)
+}
+
+// TestQuiesce checks that Quiesce waits for the request being answered
+// (or for its context), and that a request made while quiesced is answered
+// after resume.
+func TestQuiesce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metad.sock")
+	l, err := ListenLocal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &slowList{fakeControl: newFakeControl("a"), entered: make(chan struct{}, 2), release: make(chan struct{})}
+	h := newTestHandler(slow.fakeControl, false)
+	h.Controller = slow
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		ServeLocal(ctx, l, h, zerolog.Nop())
+		close(served)
+	}()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	call := func() chan error {
+		errs := make(chan error, 1)
+		go func() {
+			r, err := callLocal(path, Request{Version: protocolVersion, Command: "list"}, testWait)
+			if err == nil && !r.OK {
+				err = errors.New(r.Error)
+			}
+			errs <- err
+		}()
+		return errs
+	}
+
+	first := call()
+	<-slow.entered
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	resume, err := l.Quiesce(short)
+	cancelShort()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("with a request unanswered: got %v, want %v", err, context.DeadlineExceeded)
+	}
+	resume()
+
+	quiesced := make(chan func(), 1)
+	go func() {
+		wait, cancelWait := context.WithTimeout(context.Background(), testWait)
+		defer cancelWait()
+		resume, err := l.Quiesce(wait)
+		if err != nil {
+			t.Errorf("Quiesce: %v", err)
+		}
+		quiesced <- resume
+	}()
+	close(slow.release)
+	resume = <-quiesced
+	if err := <-first; err != nil {
+		t.Errorf("the request being answered: %v", err)
+	}
+	second := call() // waits in the backlog
+	resume()
+	if err := <-second; err != nil {
+		t.Errorf("the request made while quiesced: %v", err)
 	}
 }

@@ -310,6 +310,9 @@ func TestDisabledSocketRefuses(t *testing.T) {
 	}
 	m.waitEvent(1, "the stream socket to close", msg("closed socket", "s"))
 	m.waitEvent(1, "the listener socket to close", msg("closed socket", "l"))
+	// The listener's instance holds the socket too until it has exited,
+	// just after it answered.
+	m.waitEvent(1, "the listener's instance to exit", msg("exited", "l"))
 	refused(sport)
 	refused(lport)
 }
