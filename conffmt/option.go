@@ -187,7 +187,7 @@ var options = [numOptions]option{
 	optBackoff: durationOption("backoff", every, defaultBackoff, true, func(s *Service) *time.Duration { return &s.Backoff }),
 	optStop: {
 		key: "stop", classes: every,
-		set:   func(_ *Resolver, s *Service, val string) (err error) { s.Stop, err = parseSignal(val); return err },
+		set:   func(_ *Resolver, s *Service, val string) (err error) { s.Stop, err = parseStop(val); return err },
 		def:   func(s *Service) { s.Stop = defaultStop },
 		print: func(s *Service) []string { return []string{signalName(s.Stop)} },
 	},

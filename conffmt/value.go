@@ -120,21 +120,32 @@ func validEnvName(name string) bool {
 	return true
 }
 
-// maxSignal is the highest signal number stop= takes (the last real-time
-// signal on most Linux architectures).
+// maxSignal is the highest signal number ParseSignal takes (the last
+// real-time signal on most Linux architectures).
 const maxSignal = 64
 
-// parseSignal parses a signal for stop=: a name with or without "SIG", in
-// any case, or a number from 1 to 64. It refuses the job-control signals,
-// which pause or resume a process instead of ending it.
-func parseSignal(val string) (syscall.Signal, error) {
+// ParseSignal parses a signal as metad's config and metac take one: a name
+// with or without "SIG", in any case, or a number from 1 to 64.
+func ParseSignal(val string) (syscall.Signal, error) {
 	sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(val), "SIG"))
 	if n, ok := parseDigits(val, maxSignal); ok && n > 0 {
 		sig = syscall.Signal(n)
 	}
-	switch sig {
-	case 0:
+	if sig == 0 {
+		return 0, fmt.Errorf("invalid signal %q: want a name (TERM, SIGINT...) or a number from 1 to %d", val, maxSignal)
+	}
+	return sig, nil
+}
+
+// parseStop parses the signal of stop= (see ParseSignal). It refuses the
+// job-control signals, which pause or resume a process instead of ending
+// it.
+func parseStop(val string) (syscall.Signal, error) {
+	sig, err := ParseSignal(val)
+	if err != nil {
 		return 0, fmt.Errorf("invalid stop %q: want a signal name (TERM, SIGINT...) or a number from 1 to %d", val, maxSignal)
+	}
+	switch sig {
 	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGCONT:
 		return 0, fmt.Errorf("invalid stop %q: a job-control signal pauses or resumes a process instead of ending it", val)
 	}

@@ -4,13 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"metad/conffmt"
 	"metad/init"
 	"metad/supervise"
 )
@@ -241,7 +239,7 @@ func (h *Handler) kill(args []string) (Reply, error) {
 	sig := syscall.SIGTERM
 	if len(args) == 2 {
 		var err error
-		if sig, err = parseSignal(args[1]); err != nil {
+		if sig, err = conffmt.ParseSignal(args[1]); err != nil {
 			return Reply{}, err
 		}
 	}
@@ -250,29 +248,10 @@ func (h *Handler) kill(args []string) (Reply, error) {
 
 func checkKill(args []string) error {
 	if len(args) == 2 {
-		_, err := parseSignal(args[1])
+		_, err := conffmt.ParseSignal(args[1])
 		return err
 	}
 	return nil
-}
-
-// parseSignal parses a signal name with or without SIG, in any case, or a
-// number.
-func parseSignal(s string) (syscall.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil {
-		if n < 1 || n > 64 {
-			return 0, fmt.Errorf("invalid signal %q: not from 1 to 64", s)
-		}
-		return syscall.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("invalid signal %q: want a name (TERM, SIGHUP...) or a number", s)
 }
 
 // errNotMachine refuses poweroff, reboot and halt where they do not apply.
