@@ -166,6 +166,9 @@ func takeHandover() (*handover, error) {
 	}
 	h, err := readHandover(v)
 	if err == nil {
+		if fd, err := strconv.Atoi(v); err == nil {
+			unix.Close(fd)
+		}
 		os.Unsetenv(envStateFD)
 		if prev := os.Getenv(envPreviousExe); prev != "" {
 			if n, err := strconv.Atoi(prev); err == nil {
@@ -183,18 +186,31 @@ func takeHandover() (*handover, error) {
 	return nil, err
 }
 
+// readHandover reads the state at the descriptor named by v. It leaves
+// the descriptor open, for the previous binary to read should this image
+// not understand the state.
 func readHandover(v string) (*handover, error) {
 	fd, err := strconv.Atoi(v)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read state: %s=%q is not a descriptor", envStateFD, v)
 	}
-	f := os.NewFile(uintptr(fd), "metad-state")
-	defer f.Close()
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("cannot read state: %w", err)
+	var data []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Pread(fd, buf, int64(len(data)))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cannot read state: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+		data = append(data, buf[:n]...)
 	}
 	h := handover{Control: -1}
-	if err := json.NewDecoder(f).Decode(&h); err != nil {
+	if err := json.Unmarshal(data, &h); err != nil {
 		return nil, fmt.Errorf("cannot read state: %w", err)
 	}
 	if h.Services == nil || h.Services.Version != supervise.StateVersion {
