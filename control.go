@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"sync"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"metad/netctl"
 	"metad/supervise"
@@ -19,9 +21,10 @@ import (
 // another metad serves it; a problem with network control is logged and
 // leaves the local socket serving.
 //
-// handedFD, when not negative, is the control socket handed over by the
-// previous image of metad (re-exec), used instead of making a new one.
-func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supervise.Supervisor, d *daemon, handedFD int) (wait func(), err error) {
+// handedFD and handedNet, when not negative, are the control socket and
+// the network control socket handed over by the previous image of metad
+// (re-exec), used instead of making new ones.
+func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supervise.Supervisor, d *daemon, handedFD, handedNet int) (wait func(), err error) {
 	var wg sync.WaitGroup
 	host, _ := os.Hostname()
 	h := &netctl.Handler{
@@ -52,17 +55,31 @@ func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supe
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		log.Info().Str("key", o.keyFile).Msg("no key file: network control is off")
+		if handedNet >= 0 {
+			unix.Close(handedNet)
+		}
 		return wg.Wait, nil
 	case err != nil:
 		log.Error().Err(err).Msg("network control is off")
+		if handedNet >= 0 {
+			unix.Close(handedNet)
+		}
 		return wg.Wait, nil
 	}
-	conn, err := netctl.ListenNet(o.port)
-	if err != nil {
-		log.Error().Err(err).Msg("network control is off")
-		return wg.Wait, nil
+	var conn *net.UDPConn
+	if handedNet >= 0 {
+		if conn, err = netctl.NetFromFD(handedNet); err != nil {
+			log.Warn().Err(err).Msg("making a new network control socket")
+		}
+	}
+	if conn == nil {
+		if conn, err = netctl.ListenNet(o.port); err != nil {
+			log.Error().Err(err).Msg("network control is off")
+			return wg.Wait, nil
+		}
 	}
 	srv := &netctl.Server{Handler: h, Key: key, Port: o.port, Log: log}
+	d.netSrv, d.netConn = srv, conn
 	wg.Go(func() { srv.Serve(ctx, conn) })
 	log.Info().Int("port", o.port).Msg("network control listening")
 	return wg.Wait, nil

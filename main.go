@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -334,11 +335,11 @@ func run(o *options, log zerolog.Logger, reaper *initsys.Reaper, sigs <-chan os.
 		finals: make(chan initsys.Final, 1), reexecs: make(chan struct{}, 1), cmdExit: make(chan initsys.Exit, 1),
 	}
 	ctx, stopControl := context.WithCancel(context.Background())
-	controlFD := -1
+	controlFD, netFD := -1, -1
 	if handed != nil {
-		controlFD = handed.Control
+		controlFD, netFD = handed.Control, handed.Network
 	}
-	waitControl, err := serveControl(ctx, o, log, sup, d, controlFD)
+	waitControl, err := serveControl(ctx, o, log, sup, d, controlFD, netFD)
 	defer func() {
 		stopControl()
 		waitControl() // the socket file is gone when metad exits
@@ -399,6 +400,8 @@ type daemon struct {
 	finals  chan initsys.Final // shutdown requests from control
 	reexecs chan struct{}      // re-exec requests from control
 	local   *netctl.Local      // the control socket, handed over on re-exec
+	netSrv  *netctl.Server     // network control, if on
+	netConn *net.UDPConn       // its socket, handed over on re-exec
 	cmdPid  int
 	cmdExit chan initsys.Exit
 

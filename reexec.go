@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"metad/init"
+	"metad/netctl"
 	"metad/supervise"
 )
 
@@ -48,6 +49,7 @@ type handover struct {
 	Services *supervise.State `json:"services"`
 	Command  int              `json:"command,omitempty"` // the command's pid in command mode
 	Control  int              `json:"control"`           // the control socket, -1 if none
+	Network  int              `json:"network"`           // the network control socket, -1 if none
 }
 
 // answerCheck is what a binary run with METAD_REEXEC_CHECK prints.
@@ -99,15 +101,26 @@ func (d *daemon) reexec() error {
 	// The control requests being answered are answered first; new ones
 	// wait in the socket's backlog for the next image. This comes before
 	// the reload lock and the freeze: a request may need either.
-	resumeControl := func() {}
-	if d.local != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), quiesceTimeout)
-		resume, err := d.local.Quiesce(ctx)
-		cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), quiesceTimeout)
+	defer cancel()
+	var resumes []func()
+	quiesce := func(q func(context.Context) (func(), error)) {
+		resume, err := q(ctx)
+		resumes = append(resumes, resume)
 		if err != nil {
 			d.log.Warn().Err(err).Msg("control requests still unanswered: re-executing all the same")
 		}
-		resumeControl = resume
+	}
+	if d.local != nil {
+		quiesce(d.local.Quiesce)
+	}
+	if d.netSrv != nil {
+		quiesce(d.netSrv.Quiesce)
+	}
+	resumeControl := func() {
+		for _, r := range resumes {
+			r()
+		}
 	}
 	// No reload may change the services while they are handed over.
 	d.reloading.Lock()
@@ -122,13 +135,21 @@ func (d *daemon) reexec() error {
 		resumeControl()
 		return fmt.Errorf("cannot re-execute %q: %w", d.exe, err)
 	}
-	h := handover{Services: st, Command: d.cmdPid, Control: -1}
+	h := handover{Services: st, Command: d.cmdPid, Control: -1, Network: -1}
 	if d.local != nil {
 		if fd, err := d.local.Dup(); err == nil {
 			h.Control = fd
 			defer unix.Close(fd)
 		} else {
 			d.log.Warn().Err(err).Msg("cannot hand over the control socket")
+		}
+	}
+	if d.netConn != nil {
+		if fd, err := netctl.DupSocket(d.netConn); err == nil {
+			h.Network = fd
+			defer unix.Close(fd)
+		} else {
+			d.log.Warn().Err(err).Msg("cannot hand over the network control socket")
 		}
 	}
 	data, err := json.Marshal(h)
@@ -209,7 +230,7 @@ func readHandover(v string) (*handover, error) {
 		}
 		data = append(data, buf[:n]...)
 	}
-	h := handover{Control: -1}
+	h := handover{Control: -1, Network: -1} // what an image that hands over neither writes
 	if err := json.Unmarshal(data, &h); err != nil {
 		return nil, fmt.Errorf("cannot read state: %w", err)
 	}

@@ -38,44 +38,7 @@ type Local struct {
 	ino  uint64 // of the socket file, to remove only our own
 	dev  uint64
 
-	mu    sync.Mutex    // guards the fields below
-	busy  int           // connections being served
-	idle  chan struct{} // closed when busy drops to 0; replaced when it rises from 0
-	quiet chan struct{} // while quiesced: closed on resume; nil otherwise
-	// parked is closed by ServeLocal when it has stopped accepting for
-	// the current Quiesce.
-	parked chan struct{}
-}
-
-// begin and end count a connection being served.
-func (l *Local) begin() {
-	l.mu.Lock()
-	if l.busy == 0 {
-		l.idle = make(chan struct{})
-	}
-	l.busy++
-	l.mu.Unlock()
-}
-
-func (l *Local) end() {
-	l.mu.Lock()
-	if l.busy--; l.busy == 0 {
-		close(l.idle)
-	}
-	l.mu.Unlock()
-}
-
-// answered returns a channel that is closed once no connection is being
-// served.
-func (l *Local) answered() <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.busy == 0 {
-		done := make(chan struct{})
-		close(done)
-		return done
-	}
-	return l.idle
+	gate gate // Quiesce
 }
 
 // ListenLocal creates the control socket at path, mode 0600. A socket
@@ -147,8 +110,12 @@ func LocalFromFD(fd int, path string) (*Local, error) {
 
 // Dup returns a duplicate of the listening socket without close-on-exec,
 // to hand it to the next image of metad (re-exec).
-func (l *Local) Dup() (int, error) {
-	rc, err := l.l.SyscallConn()
+func (l *Local) Dup() (int, error) { return DupSocket(l.l) }
+
+// DupSocket returns a duplicate of c's descriptor without close-on-exec,
+// to hand it to the next image of metad (re-exec).
+func DupSocket(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1, err
 	}
@@ -196,48 +163,9 @@ func (l *Local) Path() string { return l.path }
 // is cut off by the exec. resume takes connections again; call it once.
 // It needs ServeLocal to be running.
 func (l *Local) Quiesce(ctx context.Context) (resume func(), err error) {
-	quiet, parked := make(chan struct{}), make(chan struct{})
-	l.mu.Lock()
-	l.quiet, l.parked = quiet, parked
-	l.mu.Unlock()
-	l.l.SetDeadline(time.Now()) // wakes a pending accept
-	resume = func() {
-		l.mu.Lock()
-		l.quiet, l.parked = nil, nil
-		l.mu.Unlock()
-		l.l.SetDeadline(time.Time{})
-		close(quiet)
-	}
-	select {
-	case <-parked:
-	case <-ctx.Done():
-		return resume, ctx.Err()
-	}
-	select {
-	case <-l.answered():
-		return resume, nil
-	case <-ctx.Done():
-		return resume, ctx.Err()
-	}
-}
-
-// hold parks ServeLocal's accept loop while the socket is quiesced, until
-// resume or ctx is done.
-func (l *Local) hold(ctx context.Context) {
-	l.mu.Lock()
-	quiet, parked := l.quiet, l.parked
-	l.parked = nil
-	l.mu.Unlock()
-	if quiet == nil {
-		return
-	}
-	if parked != nil {
-		close(parked)
-	}
-	select {
-	case <-quiet:
-	case <-ctx.Done():
-	}
+	return l.gate.quiesce(ctx,
+		func() { l.l.SetDeadline(time.Now()) }, // wakes a pending accept
+		func() { l.l.SetDeadline(time.Time{}) })
 }
 
 // close stops listening and removes the socket file, unless another metad
@@ -271,7 +199,7 @@ func ServeLocal(ctx context.Context, l *Local, h *Handler, log zerolog.Logger) {
 	slots := make(chan struct{}, maxLocalConns)
 	self := uint32(os.Geteuid())
 	for {
-		l.hold(ctx)
+		l.gate.hold(ctx)
 		if ctx.Err() != nil {
 			break
 		}
@@ -291,9 +219,9 @@ func ServeLocal(ctx context.Context, l *Local, h *Handler, log zerolog.Logger) {
 		mu.Lock()
 		open[conn] = true
 		mu.Unlock()
-		l.begin()
+		l.gate.begin()
 		go func() {
-			defer l.end()
+			defer l.gate.end()
 			serveConn(ctx, conn, h, self, log)
 			mu.Lock()
 			delete(open, conn)
@@ -301,7 +229,7 @@ func ServeLocal(ctx context.Context, l *Local, h *Handler, log zerolog.Logger) {
 			<-slots
 		}()
 	}
-	<-l.answered()
+	<-l.gate.answered()
 	l.close()
 }
 

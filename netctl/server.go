@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // Limits of a relay (docs/protocol.md).
@@ -34,8 +35,8 @@ type relayEnd struct {
 	Forwarded int `json:"forwarded"` // datagrams sent to the requester
 }
 
-// Server answers network control requests. Its fields are set before
-// Serve and not changed after.
+// Server answers network control requests. Its exported fields are set
+// before Serve and not changed after.
 type Server struct {
 	Handler *Handler
 	Key     []byte
@@ -46,6 +47,9 @@ type Server struct {
 	// Broadcasts returns the addresses a relay sends its copies to; nil
 	// means the broadcast address of every broadcast-capable interface.
 	Broadcasts func() ([]netip.Addr, error)
+
+	gate gate         // Quiesce
+	conn *net.UDPConn // set by Serve, for Quiesce; guarded by gate.mu
 }
 
 // ListenNet opens the UDP socket of network control on port, on every
@@ -56,6 +60,42 @@ func ListenNet(port int) (*net.UDPConn, error) {
 		return nil, fmt.Errorf("cannot listen on UDP port %d: %w", port, err)
 	}
 	return c, nil
+}
+
+// NetFromFD takes over the UDP socket of network control that a previous
+// image of metad handed over (re-exec).
+func NetFromFD(fd int) (*net.UDPConn, error) {
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "network control")
+	defer f.Close()
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("cannot take over the network control socket: %w", err)
+	}
+	u, ok := c.(*net.UDPConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("cannot take over the network control socket: not a UDP socket")
+	}
+	return u, nil
+}
+
+// Quiesce stops reading requests and waits until the ones read have been
+// answered, relays included, or until ctx is done (then it returns ctx's
+// error, quiesced all the same). Requests that arrive meanwhile wait in
+// the socket's buffer for whoever reads next: this process after resume,
+// or the next image of metad, which inherits the socket (re-exec). resume
+// reads again; call it once. It needs Serve to be running.
+func (s *Server) Quiesce(ctx context.Context) (resume func(), err error) {
+	s.gate.mu.Lock()
+	conn := s.conn
+	s.gate.mu.Unlock()
+	if conn == nil {
+		return func() {}, nil // not serving yet
+	}
+	return s.gate.quiesce(ctx,
+		func() { conn.SetReadDeadline(time.Now()) }, // wakes a pending read
+		func() { conn.SetReadDeadline(time.Time{}) })
 }
 
 // serverState is owned by the goroutine of Serve that reads requests.
@@ -70,19 +110,28 @@ type serverState struct {
 // Requests that fail authentication or replay checks get no reply; they
 // are logged, at most a few a second.
 func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
+	s.gate.mu.Lock()
+	s.conn = conn
+	s.gate.mu.Unlock()
 	st := &serverState{
 		nonces:   newSeen(seenFor, maxSeen),
 		answered: newSeen(seenFor, maxSeen),
 		refusals: newLimiter(time.Second, 10),
 	}
-	var wg sync.WaitGroup // relays
 	relays := make(chan struct{}, maxRelays)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	buf := make([]byte, MaxDatagram+1)
 	for {
+		s.gate.hold(ctx)
+		if ctx.Err() != nil {
+			break
+		}
 		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
+			if os.IsTimeout(err) { // Quiesce (or a resume that came first)
+				continue
+			}
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				break
 			}
@@ -114,15 +163,17 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
 		select {
 		case relays <- struct{}{}:
 			id, body := d.ID, bytes.Clone(d.Body) // d.Body is in buf, which the next read reuses
-			wg.Go(func() {
+			s.gate.begin()
+			go func() {
+				defer s.gate.end()
 				defer func() { <-relays }()
 				s.relay(ctx, conn, from, id, body, req.GatherMS)
-			})
+			}()
 		default:
 			s.Log.Warn().Stringer("from", from).Int("relays", maxRelays).Msg("cannot relay request: too many relays under way")
 		}
 	}
-	wg.Wait()
+	<-s.gate.answered()
 }
 
 // accept checks a datagram received at now and returns it when it is a

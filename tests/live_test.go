@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,19 +275,25 @@ func TestReexecKeepsEverything(t *testing.T) {
 	}
 }
 
-// TestReexecAnswersEveryRequest runs metac list in four loops while metad
-// re-executes itself ten times: every request is answered, by one image
-// or the next, none is cut off by the exec. (Before metad quiesced its
-// control socket, most runs of this test lost one request or more.)
+// TestReexecAnswersEveryRequest runs metac list in four loops on the
+// local socket and two over the network while metad re-executes itself ten
+// times: every request is answered, by one image or the next, none is cut
+// off by the exec. (Before metad quiesced its control sockets and handed
+// over the network one, most runs of this test lost a request or more.)
 func TestReexecAnswersEveryRequest(t *testing.T) {
-	m := startMetad(t, runOpts{conf: "a daemon /bin/sleep 1000\nb daemon /bin/sleep 1000\n"})
+	port := freePort(t)
+	key := writeKey(t, "a shared secret of network control")
+	m := startMetad(t, runOpts{conf: "a daemon /bin/sleep 1000\nb daemon /bin/sleep 1000\n",
+		args: []string{"-k", key, "-p", strconv.Itoa(port)}})
 	m.waitEvent(2, "the services to start", msg("started"))
-	sock := filepath.Join(m.dir, "metad.sock")
+	m.waitEvent(1, "network control", msg("network control listening"))
+	local := []string{"-s", filepath.Join(m.dir, "metad.sock"), "list"}
+	network := []string{"-k", key, "-h", fmt.Sprintf("127.0.0.1:%d", port), "-t", "5s", "list"}
 	var done, failed atomic.Int64
 	var firstErr atomic.Value
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for range 4 {
+	for _, args := range [][]string{local, local, local, local, network, network} {
 		wg.Go(func() {
 			for {
 				select {
@@ -294,10 +301,10 @@ func TestReexecAnswersEveryRequest(t *testing.T) {
 					return
 				default:
 				}
-				out, err := exec.Command(metacBin, "-s", sock, "list").CombinedOutput()
+				out, err := exec.Command(metacBin, args...).CombinedOutput()
 				if err != nil {
 					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprintf("%v: %s", err, out))
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("metac %s: %v: %s", strings.Join(args, " "), err, out))
 				}
 				done.Add(1)
 			}
