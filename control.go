@@ -72,6 +72,7 @@ func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supe
 			log.Warn().Err(err).Msg("making a new network control socket")
 		}
 	}
+	handedOver := conn != nil
 	if conn == nil {
 		if conn, err = netctl.ListenNet(o.port); err != nil {
 			log.Error().Err(err).Msg("network control is off")
@@ -81,6 +82,6 @@ func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supe
 	srv := &netctl.Server{Handler: h, Key: key, Port: o.port, Log: log}
 	d.netSrv, d.netConn = srv, conn
 	wg.Go(func() { srv.Serve(ctx, conn) })
-	log.Info().Int("port", o.port).Msg("network control listening")
+	log.Info().Int("port", o.port).Bool("handed_over", handedOver).Msg("network control listening")
 	return wg.Wait, nil
 }

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,7 @@ const shutdownSlack = 2 * time.Second
 func main() {
 	if os.Getenv(envReexecCheck) != "" {
 		fmt.Println(answerCheck())
+		fmt.Println(takesLine)
 		os.Exit(exitOK)
 	}
 	name := filepath.Base(os.Args[0])
@@ -402,8 +404,11 @@ type daemon struct {
 	local   *netctl.Local      // the control socket, handed over on re-exec
 	netSrv  *netctl.Server     // network control, if on
 	netConn *net.UDPConn       // its socket, handed over on re-exec
-	cmdPid  int
-	cmdExit chan initsys.Exit
+	// nextTakesNetwork says whether the binary CheckReexec checked last
+	// takes over netConn.
+	nextTakesNetwork atomic.Bool
+	cmdPid           int
+	cmdExit          chan initsys.Exit
 
 	reloading sync.Mutex // one reload (or re-exec) at a time
 }
@@ -454,9 +459,11 @@ func (d *daemon) wait() (int, initsys.Final) {
 // CheckReexec checks that the binary on disk can take over: it starts and
 // speaks this image's state format.
 func (d *daemon) CheckReexec() error {
-	if err := checkBinary(d.reaper, d.exe); err != nil {
+	takes, err := checkBinary(d.reaper, d.exe)
+	if err != nil {
 		return fmt.Errorf("cannot re-execute %q: %w", d.exe, err)
 	}
+	d.nextTakesNetwork.Store(takes)
 	return nil
 }
 

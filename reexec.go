@@ -31,6 +31,12 @@ import (
 // executable or of another state version is refused and nothing changes.
 // Should the new image still fail to read the state, it executes the old
 // binary again (kept open as METAD_PREVIOUS_EXE_FD) with the same state.
+//
+// The answer's first line is the state version, and all that images
+// before the network control socket was handed over read. A second line
+// names what else the binary takes over: "takes network" says it takes
+// the network control socket; a binary that does not say so (an older one,
+// after a rollback) gets none and binds the port itself, as it expects.
 const (
 	envStateFD     = "METAD_STATE_FD"
 	envPreviousExe = "METAD_PREVIOUS_EXE_FD"
@@ -52,16 +58,20 @@ type handover struct {
 	Network  int              `json:"network"`           // the network control socket, -1 if none
 }
 
-// answerCheck is what a binary run with METAD_REEXEC_CHECK prints.
+// answerCheck is the first line a binary run with METAD_REEXEC_CHECK
+// prints; takesLine is the second.
 func answerCheck() string {
 	return "metad-state " + strconv.Itoa(supervise.StateVersion)
 }
 
-// checkBinary runs path with METAD_REEXEC_CHECK and checks its answer.
-func checkBinary(reaper *initsys.Reaper, path string) error {
+const takesLine = "takes network"
+
+// checkBinary runs path with METAD_REEXEC_CHECK and checks its answer. It
+// reports whether the binary takes over the network control socket.
+func checkBinary(reaper *initsys.Reaper, path string) (takesNetwork bool, err error) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer r.Close()
 	exited := make(chan initsys.Exit, 1)
@@ -75,24 +85,26 @@ func checkBinary(reaper *initsys.Reaper, path string) error {
 	pid, err := reaper.Spawn(p, func(e initsys.Exit) { exited <- e })
 	w.Close()
 	if err != nil {
-		return err
+		return false, err
 	}
 	r.SetReadDeadline(time.Now().Add(checkTimeout))
-	line, _ := bufio.NewReader(io.LimitReader(r, 256)).ReadString('\n')
+	br := bufio.NewReader(io.LimitReader(r, 256))
+	line, _ := br.ReadString('\n')
+	takes, _ := br.ReadString('\n')
 	select {
 	case e := <-exited:
 		if e.Code() != 0 {
-			return fmt.Errorf("its check run ended with %s", e)
+			return false, fmt.Errorf("its check run ended with %s", e)
 		}
 	case <-time.After(checkTimeout):
 		syscall.Kill(pid, syscall.SIGKILL)
 		<-exited
-		return errors.New("its check run did not end")
+		return false, errors.New("its check run did not end")
 	}
 	if got := strings.TrimSpace(line); got != answerCheck() {
-		return fmt.Errorf("it answered %q, want %q", got, answerCheck())
+		return false, fmt.Errorf("it answered %q, want %q", got, answerCheck())
 	}
-	return nil
+	return strings.TrimSpace(takes) == takesLine, nil
 }
 
 // reexec hands everything over and executes d.exe in place of this image.
@@ -144,7 +156,7 @@ func (d *daemon) reexec() error {
 			d.log.Warn().Err(err).Msg("cannot hand over the control socket")
 		}
 	}
-	if d.netConn != nil {
+	if d.netConn != nil && d.nextTakesNetwork.Load() {
 		if fd, err := netctl.DupSocket(d.netConn); err == nil {
 			h.Network = fd
 			defer unix.Close(fd)

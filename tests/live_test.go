@@ -317,6 +317,9 @@ func TestReexecAnswersEveryRequest(t *testing.T) {
 			t.Fatalf("metac reexec: status %d, %q", status, errOut)
 		}
 		m.waitEvent(i+1, "the new image", msg("took over from the previous metad"))
+		if ev := m.waitEvent(i+2, "network control in the new image", msg("network control listening")); ev["handed_over"] != true {
+			t.Errorf("re-exec %d: got %v, want the socket handed over", i+1, ev)
+		}
 	}
 	close(stop)
 	wg.Wait()
@@ -364,4 +367,49 @@ func TestReexecIntoBrokenBinary(t *testing.T) {
 		t.Fatalf("reexec into the real binary: status %d, %q %q", status, out, errOut)
 	}
 	m.waitEvent(1, "the new image", msg("took over from the previous metad"))
+}
+
+// TestReexecIntoOlderBinary re-executes into a binary that, like those
+// from before the network control socket was handed over, answers the
+// check with the state version alone: it gets no network control socket,
+// binds the port itself, and answers over the network.
+func TestReexecIntoOlderBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin, real := filepath.Join(dir, "metad"), filepath.Join(dir, "metad.real")
+	b, err := os.ReadFile(metadBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{bin, real} {
+		if err := os.WriteFile(p, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := exec.Command(real)
+	check.Env = append(os.Environ(), "METAD_REEXEC_CHECK=1")
+	answer, err := check.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, _, _ := strings.Cut(string(answer), "\n")
+	port := freePort(t)
+	key := writeKey(t, "a shared secret of network control")
+	m := startMetad(t, runOpts{conf: "a daemon /bin/sleep 1000\n", bin: bin, args: []string{"-k", key, "-p", strconv.Itoa(port)}})
+	m.waitEvent(1, "network control", msg("network control listening"))
+	older := fmt.Sprintf("#!/bin/sh\nif [ -n \"$METAD_REEXEC_CHECK\" ]; then echo %s; exit 0; fi\nexec %s \"$@\"\n", shq(version), shq(real))
+	os.Remove(bin)
+	if err := os.WriteFile(bin, []byte(older), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, status := m.metac("reexec"); status != 0 {
+		t.Fatalf("reexec: status %d, %q %q", status, out, errOut)
+	}
+	m.waitEvent(1, "the new image", msg("took over from the previous metad"))
+	if ev := m.waitEvent(2, "network control in the new image", msg("network control listening")); ev["handed_over"] != false {
+		t.Errorf("got %v, want a socket of its own (handed_over false)", ev)
+	}
+	out, errOut, status := runBin(t, metacBin, "-k", key, "-h", fmt.Sprintf("127.0.0.1:%d", port), "version")
+	if status != 0 {
+		t.Errorf("metac over the network after the re-exec: status %d, %q %q", status, out, errOut)
+	}
 }
