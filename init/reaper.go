@@ -98,10 +98,7 @@ func (r *Reaper) Run(ctx context.Context) {
 			recheck.Reset(r.recheck)
 		} else {
 			recheck.Stop()
-			select {
-			case r.more <- struct{}{}:
-			default: // watch has its go-ahead already
-			}
+			nudge(r.more) // unless watch has its go-ahead already
 		}
 		select {
 		case <-ctx.Done():
@@ -130,15 +127,16 @@ func (r *Reaper) watch(stop <-chan struct{}) {
 		}
 		// An error (ECHILD: the last child was reaped meanwhile) is for
 		// the pass to find out too.
-		r.wake(r.ended)
+		nudge(r.ended)
 	}
 }
 
-// wake sends on ch, a channel of one slot, without blocking.
-func (r *Reaper) wake(ch chan struct{}) {
+// nudge sends on ch, a channel of one slot, without blocking: a wake-up
+// already pending stands for this one.
+func nudge(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
-	default: // a wake-up is pending already
+	default:
 	}
 }
 
@@ -288,7 +286,7 @@ func (r *Reaper) start(path string, argv []string, attr *syscall.ProcAttr, done 
 	wake := r.register(pid, done)
 	r.mu.Unlock()
 	if wake {
-		r.wake(r.more)
+		nudge(r.more)
 	}
 	return pid, nil
 }
@@ -349,7 +347,7 @@ func (r *Reaper) adopt(pid int, done func(Exit)) (Exit, bool, error) {
 			return Exit{}, false, errors.New("already registered")
 		}
 		if r.register(pid, done) {
-			r.wake(r.more)
+			nudge(r.more)
 		}
 		return Exit{}, false, nil
 	}
@@ -383,7 +381,7 @@ func (r *Reaper) WaitIdle(ctx context.Context) error {
 	r.mu.Lock()
 	after := r.started
 	r.mu.Unlock()
-	r.wake(r.poke)
+	nudge(r.poke)
 	for {
 		r.mu.Lock()
 		last, empty, passed := r.last, r.empty, r.passed
