@@ -52,16 +52,13 @@ func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supe
 	log.Info().Str("socket", local.Path()).Msg("control socket listening")
 
 	key, err := netctl.LoadKey(o.keyFile)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		log.Info().Str("key", o.keyFile).Msg("no key file: network control is off")
-		if handedNet >= 0 {
-			unix.Close(handedNet)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			log.Info().Str("key", o.keyFile).Msg("no key file: network control is off")
+		} else {
+			log.Error().Err(err).Msg("network control is off")
 		}
-		return wg.Wait, nil
-	case err != nil:
-		log.Error().Err(err).Msg("network control is off")
-		if handedNet >= 0 {
+		if handedNet >= 0 { // the key was removed before the re-exec
 			unix.Close(handedNet)
 		}
 		return wg.Wait, nil
@@ -80,7 +77,7 @@ func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supe
 		}
 	}
 	srv := &netctl.Server{Handler: h, Key: key, Port: o.port, Log: log}
-	d.netSrv, d.netConn = srv, conn
+	d.netSrv = srv
 	wg.Go(func() { srv.Serve(ctx, conn) })
 	log.Info().Int("port", o.port).Bool("handed_over", handedOver).Msg("network control listening")
 	return wg.Wait, nil

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -402,10 +401,9 @@ type daemon struct {
 	finals  chan initsys.Final // shutdown requests from control
 	reexecs chan struct{}      // re-exec requests from control
 	local   *netctl.Local      // the control socket, handed over on re-exec
-	netSrv  *netctl.Server     // network control, if on
-	netConn *net.UDPConn       // its socket, handed over on re-exec
+	netSrv  *netctl.Server     // network control, if on; its socket is handed over on re-exec
 	// nextTakesNetwork says whether the binary CheckReexec checked last
-	// takes over netConn.
+	// takes over the network control socket.
 	nextTakesNetwork atomic.Bool
 	cmdPid           int
 	cmdExit          chan initsys.Exit

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"metad/init"
-	"metad/netctl"
 	"metad/supervise"
 )
 
@@ -156,8 +155,8 @@ func (d *daemon) reexec() error {
 			d.log.Warn().Err(err).Msg("cannot hand over the control socket")
 		}
 	}
-	if d.netConn != nil && d.nextTakesNetwork.Load() {
-		if fd, err := netctl.DupSocket(d.netConn); err == nil {
+	if d.netSrv != nil && d.nextTakesNetwork.Load() {
+		if fd, err := d.netSrv.Dup(); err == nil {
 			h.Network = fd
 			defer unix.Close(fd)
 		} else {

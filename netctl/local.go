@@ -110,11 +110,11 @@ func LocalFromFD(fd int, path string) (*Local, error) {
 
 // Dup returns a duplicate of the listening socket without close-on-exec,
 // to hand it to the next image of metad (re-exec).
-func (l *Local) Dup() (int, error) { return DupSocket(l.l) }
+func (l *Local) Dup() (int, error) { return dupSocket(l.l) }
 
-// DupSocket returns a duplicate of c's descriptor without close-on-exec,
+// dupSocket returns a duplicate of c's descriptor without close-on-exec,
 // to hand it to the next image of metad (re-exec).
-func DupSocket(c syscall.Conn) (int, error) {
+func dupSocket(c syscall.Conn) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1, err

@@ -98,6 +98,18 @@ func (s *Server) Quiesce(ctx context.Context) (resume func(), err error) {
 		func() { conn.SetReadDeadline(time.Time{}) })
 }
 
+// Dup returns a duplicate of the socket Serve reads, without
+// close-on-exec, to hand it to the next image of metad (re-exec).
+func (s *Server) Dup() (int, error) {
+	s.gate.mu.Lock()
+	conn := s.conn
+	s.gate.mu.Unlock()
+	if conn == nil {
+		return -1, errors.New("not serving")
+	}
+	return dupSocket(conn)
+}
+
 // serverState is owned by the goroutine of Serve that reads requests.
 type serverState struct {
 	nonces   *seen

@@ -344,14 +344,8 @@ func TestCtlLocalRefusesOtherUsers(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin, err := os.ReadFile(metadBin)
-	if err != nil {
-		t.Fatal(err)
-	}
 	metac := filepath.Join(dir, "metac")
-	if err := os.WriteFile(metac, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	copyMetadTo(t, metac)
 	sock := filepath.Join(dir, "metad.sock")
 	m := startMetad(t, runOpts{conf: "web daemon /bin/sleep 1000\n", args: []string{"-s", sock}})
 	m.waitEvent(1, "the control socket", msg("control socket listening"))

@@ -34,7 +34,7 @@ func newNetLab(t *testing.T) *netLab {
 	t.Helper()
 	requireRoot(t)
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (iproute2) for network namespaces")
+		t.Fatal("needs ip (iproute2) for network namespaces: apt-get install iproute2")
 	}
 	var r [3]byte
 	rand.Read(r[:])

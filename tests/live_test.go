@@ -329,16 +329,34 @@ func TestReexecAnswersEveryRequest(t *testing.T) {
 	t.Logf("%d requests across ten re-execs", done.Load())
 }
 
-func TestReexecIntoBrokenBinary(t *testing.T) {
+// copyMetad copies the metad under test to each name in a new directory,
+// for a test that replaces the binary on disk before a re-exec.
+func copyMetad(t *testing.T, names ...string) []string {
+	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "metad")
+	var paths []string
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		copyMetadTo(t, p)
+		paths = append(paths, p)
+	}
+	return paths
+}
+
+// copyMetadTo writes the metad under test to path, mode 0755.
+func copyMetadTo(t *testing.T, path string) {
+	t.Helper()
 	b, err := os.ReadFile(metadBin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
+	if err := os.WriteFile(path, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestReexecIntoBrokenBinary(t *testing.T) {
+	bin := copyMetad(t, "metad")[0]
 	port := freePort(t)
 	conf := fmt.Sprintf("echo stream port=%d addr=127.0.0.1 /bin/cat\n", port)
 	m := startMetad(t, runOpts{conf: conf, bin: bin})
@@ -360,9 +378,7 @@ func TestReexecIntoBrokenBinary(t *testing.T) {
 		}
 	}
 	os.Remove(bin)
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	copyMetadTo(t, bin)
 	if out, errOut, status := m.metac("reexec"); status != 0 {
 		t.Fatalf("reexec into the real binary: status %d, %q %q", status, out, errOut)
 	}
@@ -374,17 +390,8 @@ func TestReexecIntoBrokenBinary(t *testing.T) {
 // check with the state version alone: it gets no network control socket,
 // binds the port itself, and answers over the network.
 func TestReexecIntoOlderBinary(t *testing.T) {
-	dir := t.TempDir()
-	bin, real := filepath.Join(dir, "metad"), filepath.Join(dir, "metad.real")
-	b, err := os.ReadFile(metadBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{bin, real} {
-		if err := os.WriteFile(p, b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bins := copyMetad(t, "metad", "metad.real")
+	bin, real := bins[0], bins[1]
 	check := exec.Command(real)
 	check.Env = append(os.Environ(), "METAD_REEXEC_CHECK=1")
 	answer, err := check.Output()
