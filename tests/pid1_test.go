@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // orphanScript makes n orphans: each subshell starts a background process
@@ -137,20 +139,35 @@ func readLines(t *testing.T, path string) []string {
 	return strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 }
 
-// waitFileLines waits until path has at least n lines. Files give no event
-// to wait on, so this polls, bounded by waitLimit.
+// waitFileLines waits until path has at least n lines, woken by inotify
+// on path's directory (the file may not exist yet), bounded by waitLimit.
 func waitFileLines(t *testing.T, path string, n int) []string {
 	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_CREATE|unix.IN_MODIFY|unix.IN_MOVED_TO); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(waitLimit)
+	events := make([]byte, 4096)
 	for {
 		b, _ := os.ReadFile(path)
 		if lines := strings.Count(string(b), "\n"); lines >= n {
 			return readLines(t, path)
 		}
-		if time.Now().After(deadline) {
+		left := time.Until(deadline)
+		if left <= 0 {
 			t.Fatalf("timed out waiting for %d lines in %s; got %q", n, path, b)
 		}
-		time.Sleep(5 * time.Millisecond) // poll interval of a file with no change event
+		unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(left.Milliseconds())+1)
+		for { // drain: the file is read again whatever changed
+			if _, err := unix.Read(fd, events); err != nil {
+				break
+			}
+		}
 	}
 }
 
