@@ -20,22 +20,37 @@ const relayGrace = 2 * time.Second
 // maxGathered bounds the reply bytes metac keeps from one request.
 const maxGathered = 256 << 20
 
-// netTarget says where a network request goes: to hosts, or broadcast,
-// or through a relay that broadcasts.
-type netTarget struct {
-	hosts   []string   // -h: each as HOST or HOST:PORT
-	bcast   bool       // -b
-	bcastTo netip.Addr // -b BCAST; invalid for every interface
-	relay   string     // -r
-	port    int
-	timeout time.Duration
+// Target says where a network request goes: to named hosts, or
+// broadcast, or through a relay that broadcasts. Give Hosts or Broadcast,
+// not both; Relay needs Broadcast without BroadcastTo.
+type Target struct {
+	Hosts       []string   // each as HOST or HOST:PORT
+	Broadcast   bool       // to every metad on the local subnets
+	BroadcastTo netip.Addr // with Broadcast: to this broadcast address only; zero: every interface's
+	Relay       string     // with Broadcast: this host broadcasts on its own subnets
+	Port        int        // of network control, for hosts that name none
+	// Timeout bounds the wait for replies. A broadcast gathers replies
+	// for all of it; a relay gathers for as long, and is given a little
+	// more to send them.
+	Timeout time.Duration
 }
 
-// result is what one host answered, or why it did not.
-type result struct {
-	host  string
-	reply *Reply // nil when no whole reply arrived
-	err   string // when reply is nil: "no answer", "incomplete reply..."
+// Answer is what one host answered, or why it did not.
+type Answer struct {
+	// Host is the host as the Target names it, or, for a broadcast, the
+	// address the reply came from.
+	Host  string
+	Reply *Reply // nil when no whole reply arrived
+	Err   string // when Reply is nil: "no answer", "incomplete reply..."
+}
+
+// Outcome is what came back from a network request.
+type Outcome struct {
+	// Answers has the named hosts in the order given; else the relay
+	// first, then the other hosts by address.
+	Answers []Answer
+	// Problem says what may be missing from a relay's gathering, or "".
+	Problem string
 }
 
 // message is a reply being put together from its parts.
@@ -73,10 +88,42 @@ func newGather(key []byte, mode gatherMode) *gather {
 	return &gather{key: key, mode: mode, labels: make(map[ID]string), msgs: make(map[string]*message)}
 }
 
-// callNet sends req to t and gathers the replies. Its error is a local
-// one: a host name that does not resolve, no socket, no interface.
-func callNet(key []byte, t netTarget, req Request) (*gather, error) {
-	bcast := t.bcast && t.relay == "" // metac broadcasts itself
+// Call sends req to t, authenticated with key, and gathers the replies
+// until each named host has answered in full, the relay is done, or the
+// timeout is over. Its error is a local one: a target that is not valid,
+// a host name that does not resolve, no socket, no interface; a host that
+// does not answer is an Answer.
+func Call(key []byte, t Target, req Request) (*Outcome, error) {
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	g, err := callNet(key, t, req)
+	if err != nil {
+		return nil, err
+	}
+	return &Outcome{Answers: g.results(t), Problem: g.relayProblem()}, nil
+}
+
+// check validates the combination of targets.
+func (t Target) check() error {
+	switch {
+	case len(t.Hosts) > 0 && t.Broadcast:
+		return errors.New("cannot send to hosts and broadcast at once")
+	case len(t.Hosts) == 0 && !t.Broadcast:
+		return errors.New("cannot send a request to no host")
+	case t.Relay != "" && !t.Broadcast:
+		return errors.New("cannot relay without a broadcast: the relay broadcasts the request")
+	case t.Relay != "" && t.BroadcastTo.IsValid():
+		return errors.New("cannot relay to a broadcast address: the relay broadcasts on its own subnets")
+	case t.Timeout <= 0:
+		return errors.New("cannot wait for replies: no timeout")
+	}
+	return nil
+}
+
+// callNet sends req to t and gathers the replies.
+func callNet(key []byte, t Target, req Request) (*gather, error) {
+	bcast := t.Broadcast && t.Relay == "" // broadcast from here
 	network := "udp"
 	if bcast {
 		network = "udp4"
@@ -87,26 +134,26 @@ func callNet(key []byte, t netTarget, req Request) (*gather, error) {
 	}
 	defer sock.Close()
 	now := time.Now()
-	deadline := now.Add(t.timeout)
+	deadline := now.Add(t.Timeout)
 	var g *gather
 	var sends []send
 	switch {
-	case t.relay != "":
+	case t.Relay != "":
 		g = newGather(key, gatherRelay)
 		g.relay = newID()
-		g.labels[g.relay] = t.relay
-		req.GatherMS = t.timeout.Milliseconds()
-		to, err := resolve(t.relay, t.port)
+		g.labels[g.relay] = t.Relay
+		req.GatherMS = t.Timeout.Milliseconds()
+		to, err := resolve(t.Relay, t.Port)
 		if err != nil {
 			return nil, err
 		}
 		sends = append(sends, send{to, g.relay, FlagRelay})
 		deadline = deadline.Add(relayGrace)
-	case t.bcast:
+	case t.Broadcast:
 		g = newGather(key, gatherBroadcast)
 		g.bcast = newID()
-		addrs := []netip.Addr{t.bcastTo}
-		if !t.bcastTo.IsValid() {
+		addrs := []netip.Addr{t.BroadcastTo}
+		if !t.BroadcastTo.IsValid() {
 			if addrs, err = BroadcastAddrs(); err != nil {
 				return nil, err
 			}
@@ -115,12 +162,12 @@ func callNet(key []byte, t netTarget, req Request) (*gather, error) {
 			}
 		}
 		for _, a := range addrs {
-			sends = append(sends, send{netip.AddrPortFrom(a, uint16(t.port)), g.bcast, 0})
+			sends = append(sends, send{netip.AddrPortFrom(a, uint16(t.Port)), g.bcast, 0})
 		}
 	default:
 		g = newGather(key, gatherHosts)
-		for _, h := range t.hosts {
-			to, err := resolve(h, t.port)
+		for _, h := range t.Hosts {
+			to, err := resolve(h, t.Port)
 			if err != nil {
 				return nil, err
 			}
@@ -244,17 +291,17 @@ func (g *gather) done() bool {
 
 // results returns what each host answered: the named hosts in the order
 // given, else the relay first and the other hosts by address.
-func (g *gather) results(t netTarget) []result {
-	hosts := slices.Clone(t.hosts)
+func (g *gather) results(t Target) []Answer {
+	hosts := slices.Clone(t.Hosts)
 	if g.mode != gatherHosts {
 		hosts = slices.Clone(g.order)
 		slices.SortFunc(hosts, compareHosts)
 		if g.mode == gatherRelay {
-			hosts = slices.DeleteFunc(hosts, func(h string) bool { return h == t.relay })
-			hosts = append([]string{t.relay}, hosts...)
+			hosts = slices.DeleteFunc(hosts, func(h string) bool { return h == t.Relay })
+			hosts = append([]string{t.Relay}, hosts...)
 		}
 	}
-	out := make([]result, 0, len(hosts))
+	out := make([]Answer, 0, len(hosts))
 	for _, h := range hosts {
 		out = append(out, g.result(h))
 	}
@@ -262,19 +309,19 @@ func (g *gather) results(t netTarget) []result {
 }
 
 // result puts together host's reply.
-func (g *gather) result(host string) result {
+func (g *gather) result(host string) Answer {
 	m := g.msgs[host]
 	switch {
 	case m == nil:
-		return result{host: host, err: "no answer"}
+		return Answer{Host: host, Err: "no answer"}
 	case !m.complete():
-		return result{host: host, err: fmt.Sprintf("incomplete reply: %d of %d parts arrived", m.got, len(m.parts))}
+		return Answer{Host: host, Err: fmt.Sprintf("incomplete reply: %d of %d parts arrived", m.got, len(m.parts))}
 	}
 	var r Reply
 	if err := json.Unmarshal(bytes.Join(m.parts, nil), &r); err != nil {
-		return result{host: host, err: fmt.Sprintf("bad reply: %v", err)}
+		return Answer{Host: host, Err: fmt.Sprintf("bad reply: %v", err)}
 	}
-	return result{host: host, reply: &r}
+	return Answer{Host: host, Reply: &r}
 }
 
 // relayProblem says what is missing from a relay's gathering, or "".

@@ -51,19 +51,19 @@ func TestGatherHosts(t *testing.T) {
 		t.Errorf("got done with two hosts missing parts, want not done")
 	}
 
-	rs := g.results(netTarget{hosts: []string{"silent", "partial", "whole"}})
-	want := []result{
-		{host: "silent", err: "no answer"},
-		{host: "partial", err: "incomplete reply: " + strconv.Itoa(len(parts)-1) + " of " + strconv.Itoa(len(parts)) + " parts arrived"},
-		{host: "whole"},
+	rs := g.results(Target{Hosts: []string{"silent", "partial", "whole"}})
+	want := []Answer{
+		{Host: "silent", Err: "no answer"},
+		{Host: "partial", Err: "incomplete reply: " + strconv.Itoa(len(parts)-1) + " of " + strconv.Itoa(len(parts)) + " parts arrived"},
+		{Host: "whole"},
 	}
 	for i, w := range want {
-		if rs[i].host != w.host || rs[i].err != w.err {
-			t.Errorf("result %d: got %q %q, want %q %q", i, rs[i].host, rs[i].err, w.host, w.err)
+		if rs[i].Host != w.Host || rs[i].Err != w.Err {
+			t.Errorf("result %d: got %q %q, want %q %q", i, rs[i].Host, rs[i].Err, w.Host, w.Err)
 		}
 	}
-	if r := rs[2].reply; r == nil || len(r.Services) != 40 {
-		t.Errorf("got %+v, want the whole reply of 40 services", rs[2].reply)
+	if r := rs[2].Reply; r == nil || len(r.Services) != 40 {
+		t.Errorf("got %+v, want the whole reply of 40 services", rs[2].Reply)
 	}
 
 	g.accept(parts[0], from, testTime)
@@ -112,8 +112,8 @@ func TestGatherRelay(t *testing.T) {
 			g.accept(b, relayAddr, testTime)
 		}
 		var hosts []string
-		for _, r := range g.results(netTarget{relay: "relay"}) {
-			hosts = append(hosts, r.host)
+		for _, r := range g.results(Target{Relay: "relay"}) {
+			hosts = append(hosts, r.Host)
 		}
 		if g.done() != tt.done || strings.Join(hosts, " ") != tt.hosts {
 			t.Errorf("%s: got done %v, hosts %q; want %v, %q", tt.name, g.done(), hosts, tt.done, tt.hosts)

@@ -254,8 +254,7 @@ func serveConn(ctx context.Context, conn *net.UnixConn, h *Handler, self uint32,
 		writeLine(conn, h.Fail(fmt.Errorf("bad request: %w", err)))
 		return
 	}
-	log.Info().Str("cmd", req.Command).Strs("args", req.Args).Uint32("uid", uid).Msg("control request")
-	reply, then := h.Do(req)
+	reply, then := h.answer(log.With().Uint32("uid", uid).Logger(), req, ViaLocal)
 	extend(ctx, conn, localWriteLimit)
 	if err := writeLine(conn, reply); err != nil {
 		log.Warn().Err(err).Str("cmd", req.Command).Msg("cannot send control reply")
@@ -321,9 +320,10 @@ func writeLine(w io.Writer, v any) error {
 	return err
 }
 
-// callLocal sends req to the metad listening at path and returns its
-// reply, all within timeout.
-func callLocal(path string, req Request, timeout time.Duration) (*Reply, error) {
+// CallLocal sends req to the metad listening on the control socket at
+// path and returns its reply, all within timeout. Its error does not name
+// path: the caller does. A reply that reports a failure is not an error.
+func CallLocal(path string, req Request, timeout time.Duration) (*Reply, error) {
 	conn, err := net.DialTimeout("unix", path, timeout)
 	if err != nil {
 		var op *net.OpError

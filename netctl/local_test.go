@@ -135,11 +135,11 @@ func TestServeLocal(t *testing.T) {
 	}
 	defer silent.Close()
 
-	r, err := callLocal(path, Request{Version: protocolVersion, Command: "disable", Args: []string{"web"}}, testWait)
+	r, err := CallLocal(path, Request{Version: protocolVersion, Command: "disable", Args: []string{"web"}}, testWait)
 	if err != nil || !r.OK {
 		t.Fatalf("got %+v, %v; want an ok reply", r, err)
 	}
-	r, err = callLocal(path, Request{Version: protocolVersion, Command: "stop", Args: []string{"nope"}}, testWait)
+	r, err = CallLocal(path, Request{Version: protocolVersion, Command: "stop", Args: []string{"nope"}}, testWait)
 	if err != nil || r.OK || r.Error != `unknown service "nope"` {
 		t.Errorf("got %+v, %v; want the error naming the service", r, err)
 	}
@@ -180,7 +180,7 @@ func TestServeLocal(t *testing.T) {
 	if _, err := os.Lstat(path); !os.IsNotExist(err) {
 		t.Errorf("after ServeLocal: got %v, want the socket file removed", err)
 	}
-	if _, err := callLocal(path, Request{Version: protocolVersion, Command: "list"}, testWait); err == nil {
+	if _, err := CallLocal(path, Request{Version: protocolVersion, Command: "list"}, testWait); err == nil {
 		t.Errorf("got a reply after ServeLocal returned, want none")
 	}
 }
@@ -224,7 +224,7 @@ func TestQuiesce(t *testing.T) {
 	call := func() chan error {
 		errs := make(chan error, 1)
 		go func() {
-			r, err := callLocal(path, Request{Version: protocolVersion, Command: "list"}, testWait)
+			r, err := CallLocal(path, Request{Version: protocolVersion, Command: "list"}, testWait)
 			if err == nil && !r.OK {
 				err = errors.New(r.Error)
 			}
@@ -262,5 +262,13 @@ func TestQuiesce(t *testing.T) {
 	resume()
 	if err := <-second; err != nil {
 		t.Errorf("the request made while quiesced: %v", err)
+	}
+}
+
+func TestServeLocalDebugStacks(t *testing.T) {
+	path, _, _ := serveLocal(t, newTestHandler(newFakeControl("web"), false))
+	r, err := CallLocal(path, NewRequest("debug", "stacks"), testWait)
+	if err != nil || !r.OK || !strings.Contains(r.Stacks, "netctl.ServeLocal(") || !strings.Contains(r.Stacks, "netctl.serveConn(") {
+		t.Fatalf("got %v, error %v; want the stacks of the server's goroutines", r, err)
 	}
 }

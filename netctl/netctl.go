@@ -1,11 +1,16 @@
-// Package netctl is metad's control plane: the metac command line, the
-// local control socket, and the authenticated network protocol with
-// broadcast and relay (docs/protocol.md).
+// Package netctl is metad's control plane: the control protocol, the
+// servers that answer it (the local socket, network control with its
+// relay), and the client library that speaks it (docs/protocol.md).
 //
-// It owns the wire formats, replay protection and the servers' loops. It
-// does not own services or metad's life: it acts through the Controller
-// and System interfaces, which the supervisor and main implement, and it
-// never starts processes.
+// It owns the wire formats, replay protection, the command table and the
+// servers' loops. It does not own services or metad's life: it acts
+// through the Controller and System interfaces, which the supervisor and
+// main implement, and it never starts processes. The metac command line
+// is package netctl/metac, which uses the client library:
+//
+//	CallLocal   one request on the local socket
+//	Call        one request to hosts, a broadcast or a relay (Target)
+//	NewRequest  a request; CheckRequest, Commands: the command table
 package netctl
 
 import (

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"metad/conffmt"
-	"metad/init"
 	"metad/supervise"
 )
 
@@ -18,7 +20,7 @@ import (
 const protocolVersion = 1
 
 // Request is one control command, as JSON on the local socket and in a
-// request datagram.
+// request datagram. Make one with NewRequest.
 type Request struct {
 	Version int      `json:"v"`
 	Command string   `json:"cmd"`
@@ -26,6 +28,12 @@ type Request struct {
 	// GatherMS is how long a relay collects replies, in milliseconds
 	// (relayed requests only).
 	GatherMS int64 `json:"gather_ms,omitempty"`
+}
+
+// NewRequest returns the request for cmd with args, in the version of the
+// protocol this package speaks. It does not check them: see CheckRequest.
+func NewRequest(cmd string, args ...string) Request {
+	return Request{Version: protocolVersion, Command: cmd, Args: args}
 }
 
 // Reply is metad's answer to a Request.
@@ -36,6 +44,7 @@ type Reply struct {
 	Name     string    `json:"name,omitempty"`  // the answering machine's host name
 	Metad    string    `json:"version,omitempty"`
 	Services []Service `json:"services,omitempty"`
+	Stacks   string    `json:"stacks,omitempty"` // debug stacks: every goroutine's stack
 }
 
 // Service is the state of one service, as list reports it.
@@ -70,13 +79,44 @@ type Controller interface {
 	Kill(name string, sig syscall.Signal) error
 }
 
+// Final is how metad ends when control asks it to: the commands shutdown,
+// poweroff, reboot and halt. Only PID 1 of a machine is asked for the last
+// three.
+type Final uint8
+
+// The ends control can ask for. The zero value is Shutdown.
+const (
+	// Shutdown stops everything and exits; as PID 1 of a machine, it
+	// then powers off, as Poweroff does.
+	Shutdown Final = iota
+	Poweroff
+	Reboot
+	Halt
+)
+
+// String returns the final's name, as metac spells the command.
+func (f Final) String() string {
+	switch f {
+	case Shutdown:
+		return "shutdown"
+	case Poweroff:
+		return "poweroff"
+	case Reboot:
+		return "reboot"
+	case Halt:
+		return "halt"
+	default:
+		return "final(" + strconv.Itoa(int(f)) + ")"
+	}
+}
+
 // System is what control needs of metad itself.
 type System interface {
 	// Reload re-reads the config file; the error lists its problems.
 	Reload() error
-	// Shutdown starts stopping everything and then doing f. It does not
-	// wait.
-	Shutdown(f initsys.Final)
+	// Shutdown starts stopping everything and then ending as f says. It
+	// does not wait.
+	Shutdown(f Final)
 	// CheckReexec checks that metad's binary on disk can take over from
 	// the running image; Reexec then has it executed in place of the
 	// running image, keeping every instance, socket and state. Reexec does
@@ -97,6 +137,15 @@ type Handler struct {
 	Machine bool
 }
 
+// Via says which server a request came through.
+type Via uint8
+
+// The servers. Some commands are served on the local socket only.
+const (
+	ViaLocal Via = iota
+	ViaNetwork
+)
+
 // command is one entry of the command table, shared by metac (to check
 // its arguments) and metad (to carry it out).
 type command struct {
@@ -105,6 +154,11 @@ type command struct {
 	min, max int    // number of arguments; max < 0: any
 	// check validates the arguments beyond their number.
 	check func(args []string) error
+	// readOnly commands change nothing: their requests are logged at
+	// debug, so that a liveness probe does not fill the log.
+	readOnly bool
+	// localOnly commands are refused over the network.
+	localOnly bool
 	// do carries the command out; nil for a plain ok.
 	do func(h *Handler, args []string) (Reply, error)
 	// then is what happens once the reply is sent, when do succeeded:
@@ -114,7 +168,7 @@ type command struct {
 
 // commands is the command table. It is never written to.
 var commands = map[string]command{
-	"list": {args: "[SERVICE...]", what: "state of the services (all by default)", min: 0, max: -1, do: (*Handler).list},
+	"list": {args: "[SERVICE...]", what: "state of the services (all by default)", min: 0, max: -1, readOnly: true, do: (*Handler).list},
 	"enable": {args: "SERVICE...", what: "let the class rules start instances", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
 		return Reply{}, h.Controller.Enable(a...)
 	}},
@@ -137,11 +191,32 @@ var commands = map[string]command{
 		do:   func(h *Handler, _ []string) (Reply, error) { return Reply{}, h.System.CheckReexec() },
 		then: func(h *Handler) { h.System.Reexec() },
 	},
-	"version":  {what: "metad's version", do: func(h *Handler, _ []string) (Reply, error) { return Reply{Metad: h.Version}, nil }},
-	"shutdown": {what: "stop everything and exit", then: func(h *Handler) { h.System.Shutdown(initsys.Poweroff) }},
-	"poweroff": finalCommand(initsys.Poweroff, "PID 1 of a machine: stop everything and power off"),
-	"reboot":   finalCommand(initsys.Reboot, "PID 1 of a machine: stop everything and reboot"),
-	"halt":     finalCommand(initsys.Halt, "PID 1 of a machine: stop everything and halt"),
+	"version": {what: "metad's version", readOnly: true, do: func(h *Handler, _ []string) (Reply, error) { return Reply{Metad: h.Version}, nil }},
+	"debug": {args: "stacks", what: "local socket only: every goroutine's stack, without disturbing metad", min: 1, max: 1, check: checkDebug, localOnly: true,
+		do: func(*Handler, []string) (Reply, error) { return Reply{Stacks: stacks(maxStacks)}, nil }},
+	"shutdown": {what: "stop everything and exit", then: func(h *Handler) { h.System.Shutdown(Shutdown) }},
+	"poweroff": finalCommand(Poweroff, "PID 1 of a machine: stop everything and power off"),
+	"reboot":   finalCommand(Reboot, "PID 1 of a machine: stop everything and reboot"),
+	"halt":     finalCommand(Halt, "PID 1 of a machine: stop everything and halt"),
+}
+
+// CommandInfo describes a command, for help and completion.
+type CommandInfo struct {
+	Name string
+	Args string // its arguments, as in a usage line; "" for none
+	What string // what it does, in a few words
+	// LocalOnly commands are refused over the network.
+	LocalOnly bool
+}
+
+// Commands returns every command metad carries out, by name.
+func Commands() []CommandInfo {
+	out := make([]CommandInfo, 0, len(commands))
+	for _, n := range commandNames() {
+		c := commands[n]
+		out = append(out, CommandInfo{Name: n, Args: c.args, What: c.what, LocalOnly: c.localOnly})
+	}
+	return out
 }
 
 // commandNames returns the commands in order, for usage messages.
@@ -154,11 +229,19 @@ func commandNames() []string {
 	return names
 }
 
-// checkRequest validates a command and its arguments against the table.
-func checkRequest(cmd string, args []string) error {
+// ErrUnknownCommand is wrapped by the error of CheckRequest for a command
+// that is not in the table.
+var ErrUnknownCommand = errors.New("unknown command")
+
+// errLocalOnly refuses a local-only command over the network.
+var errLocalOnly = errors.New("served on the local socket only")
+
+// CheckRequest validates a command and its arguments against the table:
+// whether metad would carry it out, not whether it would succeed.
+func CheckRequest(cmd string, args []string) error {
 	c, ok := commands[cmd]
 	if !ok {
-		return fmt.Errorf("unknown command %q (commands: %s)", cmd, strings.Join(commandNames(), ", "))
+		return fmt.Errorf("%w %q (commands: %s)", ErrUnknownCommand, cmd, strings.Join(commandNames(), ", "))
 	}
 	if len(args) < c.min || c.max >= 0 && len(args) > c.max {
 		if c.args == "" {
@@ -172,16 +255,20 @@ func checkRequest(cmd string, args []string) error {
 	return nil
 }
 
-// Do carries out req and returns the reply, and what the caller must do
-// once the reply is sent, or nil. It never fails: errors are in the reply.
-func (h *Handler) Do(req Request) (Reply, func()) {
+// Do carries out req, which came through via, and returns the reply, and
+// what the caller must do once the reply is sent, or nil. It never fails:
+// errors are in the reply. It does not log: the servers do (see answer).
+func (h *Handler) Do(req Request, via Via) (Reply, func()) {
 	if req.Version != protocolVersion {
 		return h.Fail(fmt.Errorf("unsupported request version %d (this metad speaks %d)", req.Version, protocolVersion)), nil
 	}
-	if err := checkRequest(req.Command, req.Args); err != nil {
+	if err := CheckRequest(req.Command, req.Args); err != nil {
 		return h.Fail(err), nil
 	}
 	c := commands[req.Command]
+	if c.localOnly && via != ViaLocal {
+		return h.Fail(fmt.Errorf("cannot %s over the network: %w", req.Command, errLocalOnly)), nil
+	}
 	var r Reply
 	if c.do != nil {
 		var err error
@@ -194,6 +281,22 @@ func (h *Handler) Do(req Request) (Reply, func()) {
 		return r, nil
 	}
 	return r, func() { c.then(h) }
+}
+
+// answer carries out req as Do does, and logs it on log, which names the
+// peer: read-only requests at debug, others at info, and a request that
+// failed, with its error, at warn.
+func (h *Handler) answer(log zerolog.Logger, req Request, via Via) (Reply, func()) {
+	ev := log.Info()
+	if commands[req.Command].readOnly {
+		ev = log.Debug()
+	}
+	ev.Str("cmd", req.Command).Strs("args", req.Args).Msg("control request")
+	reply, then := h.Do(req, via)
+	if !reply.OK {
+		log.Warn().Str("cmd", req.Command).Strs("args", req.Args).Str("error", reply.Error).Msg("control request failed")
+	}
+	return reply, then
 }
 
 // Fail returns the reply that reports err.
@@ -259,7 +362,7 @@ var errNotMachine = errors.New("metad is not PID 1 of a machine: use shutdown")
 
 // finalCommand is poweroff, reboot or halt: refused unless metad is PID 1
 // of a machine.
-func finalCommand(f initsys.Final, what string) command {
+func finalCommand(f Final, what string) command {
 	return command{
 		what: what,
 		do: func(h *Handler, _ []string) (Reply, error) {

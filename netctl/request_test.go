@@ -4,14 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"metad/conffmt"
-	"metad/init"
 	"metad/supervise"
 )
 
@@ -79,7 +81,7 @@ func (f *fakeControl) Reload() error {
 	return f.reloadErr
 }
 
-func (f *fakeControl) Shutdown(fin initsys.Final) {
+func (f *fakeControl) Shutdown(fin Final) {
 	f.record("shutdown "+fin.String(), nil)
 }
 
@@ -124,7 +126,8 @@ func TestHandlerCommands(t *testing.T) {
 		{"reload", false, "reload", nil, "reload", ""},
 		{"reload takes nothing", false, "reload", []string{"x"}, "", "reload takes no arguments"},
 		{"version", false, "version", nil, "", ""},
-		{"shutdown", false, "shutdown", nil, "shutdown poweroff", ""},
+		{"shutdown", false, "shutdown", nil, "shutdown shutdown", ""},
+		{"shutdown as PID 1", true, "shutdown", nil, "shutdown shutdown", ""},
 		{"poweroff refused off PID 1", false, "poweroff", nil, "", "cannot poweroff: metad is not PID 1 of a machine"},
 		{"reboot refused off PID 1", false, "reboot", nil, "", "cannot reboot: metad is not PID 1 of a machine"},
 		{"poweroff as PID 1", true, "poweroff", nil, "shutdown poweroff", ""},
@@ -135,7 +138,7 @@ func TestHandlerCommands(t *testing.T) {
 	}
 	for _, tt := range tests {
 		f := newFakeControl("web", "db")
-		r, then := newTestHandler(f, tt.machine).Do(Request{Version: protocolVersion, Command: tt.cmd, Args: tt.args})
+		r, then := newTestHandler(f, tt.machine).Do(NewRequest(tt.cmd, tt.args...), ViaLocal)
 		if strings.HasPrefix(tt.call, "shutdown") && (then == nil || len(f.callLog()) != 0) {
 			t.Errorf("%s: got calls %q before the reply was sent, want the shutdown left for after it", tt.name, f.callLog())
 		}
@@ -164,7 +167,7 @@ func TestHandlerReplies(t *testing.T) {
 	f.services = append(f.services, supervise.Status{Name: "echo", Class: conffmt.Stream, State: "idle", Port: 7, NextStart: next})
 	h := newTestHandler(f, false)
 
-	r, _ := h.Do(Request{Version: protocolVersion, Command: "list"})
+	r, _ := h.Do(NewRequest("list"), ViaLocal)
 	if len(r.Services) != 2 {
 		t.Fatalf("got %d services, want 2", len(r.Services))
 	}
@@ -176,16 +179,82 @@ func TestHandlerReplies(t *testing.T) {
 		t.Errorf("got %+v, want a stream on port 7, no instances (not nil), next start %v", echo, next)
 	}
 
-	if r, _ := h.Do(Request{Version: protocolVersion, Command: "version"}); r.Metad != "1.2.3" {
+	if r, _ := h.Do(NewRequest("version"), ViaLocal); r.Metad != "1.2.3" {
 		t.Errorf("got version %q, want %q", r.Metad, "1.2.3")
 	}
 
 	f.reloadErr = errors.New("a.conf:1:1: bad\na.conf:2:5: worse")
-	if r, _ := h.Do(Request{Version: protocolVersion, Command: "reload"}); r.OK || r.Error != f.reloadErr.Error() {
+	if r, _ := h.Do(NewRequest("reload"), ViaLocal); r.OK || r.Error != f.reloadErr.Error() {
 		t.Errorf("got ok %v, error %q; want the config errors %q", r.OK, r.Error, f.reloadErr)
 	}
 
-	if r, _ := h.Do(Request{Version: 2, Command: "list"}); r.OK || !strings.Contains(r.Error, "unsupported request version 2") {
+	if r, _ := h.Do(Request{Version: 2, Command: "list"}, ViaLocal); r.OK || !strings.Contains(r.Error, "unsupported request version 2") {
 		t.Errorf("got ok %v, error %q; want a version error", r.OK, r.Error)
+	}
+}
+
+func TestDebugStacks(t *testing.T) {
+	h := newTestHandler(newFakeControl("web"), false)
+	r, then := h.Do(NewRequest("debug", "stacks"), ViaLocal)
+	if !r.OK || then != nil || !strings.Contains(r.Stacks, "goroutine ") || !strings.Contains(r.Stacks, "netctl.TestDebugStacks") {
+		t.Errorf("locally: got ok %v, error %q, stacks %.200q; want this goroutine's stack among others", r.OK, r.Error, r.Stacks)
+	}
+	r, _ = h.Do(NewRequest("debug", "stacks"), ViaNetwork)
+	if r.OK || r.Stacks != "" || !strings.Contains(r.Error, "cannot debug over the network: served on the local socket only") {
+		t.Errorf("over the network: got ok %v, error %q, %d bytes of stacks; want it refused", r.OK, r.Error, len(r.Stacks))
+	}
+	r, _ = h.Do(NewRequest("debug", "heap"), ViaLocal)
+	if r.OK || !strings.Contains(r.Error, `unknown debug topic "heap"`) {
+		t.Errorf("debug heap: got ok %v, error %q; want an unknown topic", r.OK, r.Error)
+	}
+}
+
+func TestStacksBounded(t *testing.T) {
+	for _, limit := range []int{64, 300} {
+		got := stacks(limit)
+		body, cut, found := strings.Cut(got, "\n... cut at ")
+		if !found || len(body) != limit || cut != strconv.Itoa(limit)+" bytes\n" {
+			t.Errorf("limit %d: got %d bytes ending %q, want %d bytes and a note that they were cut", limit, len(got), got[max(0, len(got)-40):], limit)
+		}
+	}
+	if got := stacks(maxStacks); strings.Contains(got, "... cut at") || !strings.HasPrefix(got, "goroutine ") {
+		t.Errorf("got %.100q... (%d bytes), want every stack, whole", got, len(got))
+	}
+}
+
+func TestAnswerLogs(t *testing.T) {
+	tests := []struct {
+		name  string
+		req   Request
+		via   Via
+		level string // of the "control request" line
+		warn  string // in a warn line after it; "" for none
+	}{
+		{"list is read-only", NewRequest("list"), ViaLocal, "debug", ""},
+		{"version is read-only", NewRequest("version"), ViaNetwork, "debug", ""},
+		{"stop changes things", NewRequest("stop", "web"), ViaLocal, "info", ""},
+		{"an unknown service is refused", NewRequest("stop", "nope"), ViaLocal, "info", `unknown service \"nope\"`},
+		{"a failed list is refused too", NewRequest("list", "nope"), ViaLocal, "debug", `unknown service \"nope\"`},
+		{"debug over the network is refused", NewRequest("debug", "stacks"), ViaNetwork, "info", "local socket only"},
+		{"an unknown command is refused", NewRequest("frobnicate"), ViaNetwork, "info", "unknown command"},
+	}
+	for _, tt := range tests {
+		var buf strings.Builder
+		log := zerolog.New(&buf).Level(zerolog.DebugLevel).With().Str("peer", "p").Logger()
+		newTestHandler(newFakeControl("web"), false).answer(log, tt.req, tt.via)
+		lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+		want := 1
+		if tt.warn != "" {
+			want = 2
+		}
+		if len(lines) != want || !strings.Contains(lines[0], `"level":"`+tt.level+`"`) || !strings.Contains(lines[0], `"message":"control request"`) ||
+			!strings.Contains(lines[0], `"peer":"p"`) || !strings.Contains(lines[0], `"cmd":"`+tt.req.Command+`"`) {
+			t.Errorf("%s: got log\n%s\nwant a control request line at %s naming the peer and the command", tt.name, buf.String(), tt.level)
+			continue
+		}
+		if tt.warn != "" && (!strings.Contains(lines[1], `"level":"warn"`) || !strings.Contains(lines[1], `"message":"control request failed"`) ||
+			!strings.Contains(lines[1], tt.warn) || !strings.Contains(lines[1], `"peer":"p"`)) {
+			t.Errorf("%s: got log\n%s\nwant a warning naming the peer and %s", tt.name, buf.String(), tt.warn)
+		}
 	}
 }

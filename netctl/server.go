@@ -162,9 +162,9 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
 			s.reply(conn, from, d.ID, s.Handler.Fail(fmt.Errorf("bad request: %w", err)))
 			continue
 		}
-		s.Log.Info().Str("cmd", req.Command).Strs("args", req.Args).Stringer("from", from).
-			Bool("relay", d.Flags&FlagRelay != 0).Bool("relayed", d.Flags&FlagRelayed != 0).Msg("control request")
-		reply, then := s.Handler.Do(req)
+		log := s.Log.With().Stringer("from", from).
+			Bool("relay", d.Flags&FlagRelay != 0).Bool("relayed", d.Flags&FlagRelayed != 0).Logger()
+		reply, then := s.Handler.answer(log, req, ViaNetwork)
 		s.reply(conn, from, d.ID, reply)
 		if then != nil {
 			then()

@@ -106,26 +106,22 @@ func startServer(t *testing.T, addr string, key []byte, ctl *fakeControl, broadc
 	return ts
 }
 
-func request(cmd string, args ...string) Request {
-	return Request{Version: protocolVersion, Command: cmd, Args: args}
-}
-
 func TestNetHosts(t *testing.T) {
 	a := startServer(t, "127.0.0.2:0", testKey, newFakeControl("web"), nil)
 	b := startServer(t, "127.0.0.3:0", testKey, newFakeControl("db"), nil)
-	tgt := netTarget{hosts: []string{b.addr.String(), a.addr.String()}, timeout: testWait}
-	g, err := callNet(testKey, tgt, request("disable", "web"))
+	tgt := Target{Hosts: []string{b.addr.String(), a.addr.String()}, Timeout: testWait}
+	out, err := Call(testKey, tgt, NewRequest("disable", "web"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := g.results(tgt)
-	if len(rs) != 2 || rs[0].host != b.addr.String() || rs[1].host != a.addr.String() {
+	rs := out.Answers
+	if len(rs) != 2 || rs[0].Host != b.addr.String() || rs[1].Host != a.addr.String() {
 		t.Fatalf("got %+v, want the two hosts in the order given", rs)
 	}
-	if r := rs[0].reply; r == nil || r.OK || r.Error != `unknown service "web"` {
+	if r := rs[0].Reply; r == nil || r.OK || r.Error != `unknown service "web"` {
 		t.Errorf("host b: got %+v, want the error naming the service", r)
 	}
-	if r := rs[1].reply; r == nil || !r.OK {
+	if r := rs[1].Reply; r == nil || !r.OK {
 		t.Errorf("host a: got %+v, want ok", r)
 	}
 	if got := a.ctl.callLog(); len(got) != 1 || got[0] != "disable web" {
@@ -142,16 +138,16 @@ func TestNetLargeReply(t *testing.T) {
 		})
 	}
 	s := startServer(t, "127.0.0.2:0", testKey, ctl, nil)
-	tgt := netTarget{hosts: []string{s.addr.String()}, timeout: testWait}
-	g, err := callNet(testKey, tgt, request("list"))
+	tgt := Target{Hosts: []string{s.addr.String()}, Timeout: testWait}
+	g, err := callNet(testKey, tgt, NewRequest("list"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rs := g.results(tgt)
-	if len(rs) != 1 || rs[0].reply == nil {
+	if len(rs) != 1 || rs[0].Reply == nil {
 		t.Fatalf("got %+v, want one whole reply", rs)
 	}
-	svcs := rs[0].reply.Services
+	svcs := rs[0].Reply.Services
 	if len(svcs) != 1000 || svcs[999].Name != "service-0999" || svcs[999].Instances[1].PID != 2000 {
 		t.Errorf("got %d services, want all 1000 intact", len(svcs))
 	}
@@ -162,13 +158,13 @@ func TestNetLargeReply(t *testing.T) {
 
 func TestNetWrongKeyGetsSilence(t *testing.T) {
 	s := startServer(t, "127.0.0.2:0", testKey, newFakeControl("web"), nil)
-	tgt := netTarget{hosts: []string{s.addr.String()}, timeout: 300 * time.Millisecond}
-	g, err := callNet(otherKey, tgt, request("stop", "web"))
+	tgt := Target{Hosts: []string{s.addr.String()}, Timeout: 300 * time.Millisecond}
+	out, err := Call(otherKey, tgt, NewRequest("stop", "web"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.log.wait(t, 1, "refused network control request", "bad MAC")
-	if rs := g.results(tgt); len(rs) != 1 || rs[0].reply != nil || rs[0].err != "no answer" {
+	if rs := out.Answers; len(rs) != 1 || rs[0].Reply != nil || rs[0].Err != "no answer" {
 		t.Errorf("got %+v, want no answer", rs)
 	}
 	if got := s.ctl.callLog(); len(got) != 0 {
@@ -197,7 +193,7 @@ func newRawClient(t *testing.T, to netip.AddrPort) *rawClient {
 func (c *rawClient) send(id ID, when time.Time, cmd string) []byte {
 	c.t.Helper()
 	d := newDatagram(KindRequest, id, when)
-	d.Body, _ = json.Marshal(request(cmd))
+	d.Body, _ = json.Marshal(NewRequest(cmd))
 	b, err := Encode(testKey, d)
 	if err != nil {
 		c.t.Fatal(err)
@@ -275,22 +271,22 @@ func TestNetRelay(t *testing.T) {
 	}
 	r := startServer(t, relayAddr, testKey, newFakeControl("web"), targets)
 
-	tgt := netTarget{bcast: true, relay: relayAddr, timeout: 500 * time.Millisecond}
-	g, err := callNet(testKey, tgt, request("disable", "web"))
+	tgt := Target{Broadcast: true, Relay: relayAddr, Timeout: 500 * time.Millisecond}
+	out, err := Call(testKey, tgt, NewRequest("disable", "web"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, res := range g.results(tgt) {
-		if res.reply == nil || !res.reply.OK {
-			t.Errorf("%s: got %+v, want an ok reply", res.host, res)
+	for _, res := range out.Answers {
+		if res.Reply == nil || !res.Reply.OK {
+			t.Errorf("%s: got %+v, want an ok reply", res.Host, res)
 		}
-		got = append(got, res.host)
+		got = append(got, res.Host)
 	}
 	if want := relayAddr + " 127.0.0.3 127.0.0.4"; strings.Join(got, " ") != want {
 		t.Errorf("got hosts %q, want %q", got, want)
 	}
-	if p := g.relayProblem(); p != "" {
+	if p := out.Problem; p != "" {
 		t.Errorf("got relay problem %q, want none", p)
 	}
 	for _, s := range []*testServer{r, b1, b2} {
@@ -299,4 +295,35 @@ func TestNetRelay(t *testing.T) {
 		}
 	}
 	r.log.wait(t, 1, "relayed request", `"hosts":2`)
+}
+
+func TestNetRefusesDebug(t *testing.T) {
+	s := startServer(t, "127.0.0.2:0", testKey, newFakeControl("web"), nil)
+	out, err := Call(testKey, Target{Hosts: []string{s.addr.String()}, Timeout: testWait}, NewRequest("debug", "stacks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := out.Answers[0].Reply; r == nil || r.OK || r.Stacks != "" || !strings.Contains(r.Error, "local socket only") {
+		t.Errorf("got %+v, want debug stacks refused over the network", r)
+	}
+	s.log.wait(t, 1, `"level":"warn"`, "control request failed", "local socket only", `"from":`)
+}
+
+func TestCallChecksTarget(t *testing.T) {
+	tests := []struct {
+		name string
+		t    Target
+		want string
+	}{
+		{"nowhere", Target{Timeout: time.Second}, "no host"},
+		{"hosts and broadcast", Target{Hosts: []string{"a"}, Broadcast: true, Timeout: time.Second}, "hosts and broadcast"},
+		{"relay without broadcast", Target{Hosts: []string{"a"}, Relay: "r", Timeout: time.Second}, "without a broadcast"},
+		{"relay to an address", Target{Broadcast: true, BroadcastTo: netip.MustParseAddr("10.0.0.255"), Relay: "r", Timeout: time.Second}, "broadcast address"},
+		{"no timeout", Target{Hosts: []string{"a"}}, "no timeout"},
+	}
+	for _, tt := range tests {
+		if _, err := Call(testKey, tt.t, NewRequest("list")); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tt.name, err, tt.want)
+		}
+	}
 }

@@ -223,7 +223,7 @@ func fuzzOne(t *testing.T, b []byte) {
 	g := newGather(testKey, gatherRelay)
 	g.relay, g.labels[testID] = testID, "relay"
 	g.accept(b, netip.MustParseAddr("10.0.0.1"), d.Time)
-	g.results(netTarget{relay: "relay"})
+	g.results(Target{Relay: "relay"})
 }
 
 func BenchmarkEncodeDecode(b *testing.B) {

@@ -1,0 +1,364 @@
+// Package metac is metad's control client as a command line: its options,
+// help, messages, output and exit statuses (metac(8)).
+//
+// It owns none of the protocol: it builds a netctl.Request, sends it with
+// netctl's client (the local socket, or the network) and prints what came
+// back. It never talks to the supervisor or metad's internals.
+package metac
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"metad/conffmt"
+	"metad/netctl"
+)
+
+// Exit statuses of metac (SPEC §5).
+const (
+	exitOK       = 0
+	exitFailed   = 1 // a host answered with an error
+	exitUsage    = 2 // usage or local error
+	exitNoAnswer = 3 // a named host did not answer, or nobody answered a broadcast
+)
+
+// localHost names the metad of the local socket in output.
+const localHost = "local"
+
+// Default waits of metac: a broadcast gathers replies for the whole
+// time; requests to named hosts and the local socket end as soon as every
+// answer is in.
+const (
+	defaultBroadcastWait = time.Second
+	defaultHostWait      = 5 * time.Second
+	defaultLocalWait     = 10 * time.Second
+)
+
+// helpCommand prints the help, like --help. It is metac's own: it never
+// reaches metad.
+const helpCommand = "help"
+
+const usageText = `usage: %[1]s [OPTION...] COMMAND [ARG...] [OPTION...]
+       %[1]s --version | --help
+
+Options may come before or after the command; -- ends them.
+Targets: the local metad (default, through SOCKET); -h HOST,...: those hosts
+over the network; -b [BCAST]: every metad on the local subnets (or on BCAST);
+-r RELAY -b: every metad on RELAY's subnets, through RELAY.
+
+  -h HOST[,HOST...]  hosts to send the command to (HOST or HOST:PORT)
+  -b [BCAST]         broadcast (to every broadcast-capable interface, or BCAST)
+  -r RELAY           with -b: have RELAY broadcast on its own subnets
+  -p PORT            network control port (default %[2]d)
+  -k KEYFILE         shared key of network control (default %[3]s)
+  -s SOCKET          local control socket (default %[4]s)
+  -t TIMEOUT         how long to wait for replies (default 1s with -b, 5s with -h,
+                     10s locally); a broadcast gathers replies for all of it
+  --json             one JSON object per host per line, errors included
+  -V, --version      print metac's version and exit
+  --help             print this help and exit
+
+Commands:
+%[5]s
+Exit status: 0 all answered ok, 1 a host answered with an error, 2 usage or
+local error, 3 a host did not answer (or nobody answered a broadcast).
+`
+
+// options is a parsed metac command line.
+type options struct {
+	hosts   []string
+	bcast   bool
+	bcastTo netip.Addr
+	relay   string
+	port    int
+	keyFile string
+	socket  string
+	timeout time.Duration // 0: the default for the target
+	json    bool
+	version bool
+	help    bool
+	cmd     string
+	args    []string
+}
+
+// errNoCommand is the usage error of a command line without a command.
+var errNoCommand = errors.New("no command given")
+
+// parse parses metac's arguments. Options and the command's words may come
+// in any order until "--", after which every word is the command's. An
+// option takes its value as -x VALUE, -x=VALUE, or with two dashes; -b
+// takes the next word as its address only when that word is an IP address.
+// On an error, parse goes on to the end all the same, so that the options
+// it returns say whether the error is to be written as JSON.
+func parse(args []string) (*options, error) {
+	o := &options{port: netctl.DefaultPort, keyFile: netctl.DefaultKeyFile, socket: netctl.DefaultSocket()}
+	var words []string
+	var first error
+	fail := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			words = append(words, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			words = append(words, a)
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		switch name {
+		case "h", "r", "p", "k", "s", "t":
+			if !hasVal {
+				if i+1 >= len(args) {
+					fail(missingValue(name))
+					continue
+				}
+				i++
+				val = args[i]
+			}
+			if err := o.set(name, val); err != nil {
+				fail(err)
+			}
+		case "b":
+			o.bcast = true
+			if !hasVal && i+1 < len(args) {
+				if _, err := netip.ParseAddr(args[i+1]); err == nil {
+					i++
+					val, hasVal = args[i], true
+				}
+			}
+			if hasVal {
+				addr, err := netip.ParseAddr(val)
+				if err != nil || !addr.Is4() {
+					fail(fmt.Errorf("invalid -b %q: not an IPv4 address", val))
+					continue
+				}
+				o.bcastTo = addr
+			}
+		case "json", "V", "version", "help":
+			if hasVal {
+				fail(fmt.Errorf("flag -%s takes no value", name))
+				continue
+			}
+			switch name {
+			case "json":
+				o.json = true
+			case "help":
+				o.help = true
+			default:
+				o.version = true
+			}
+		default:
+			fail(fmt.Errorf("flag provided but not defined: %s", a))
+		}
+	}
+	if first != nil {
+		return o, first
+	}
+	if len(words) > 0 && words[0] == helpCommand {
+		o.help = true
+	}
+	if o.help || o.version {
+		return o, nil
+	}
+	if len(words) == 0 {
+		return o, errNoCommand
+	}
+	o.cmd, o.args = words[0], words[1:]
+	return o, o.check()
+}
+
+// missingValue is the error of an option given without its value.
+func missingValue(name string) error {
+	if name == "h" {
+		return errors.New("flag needs an argument: -h HOST (help is --help)")
+	}
+	return fmt.Errorf("flag needs an argument: -%s", name)
+}
+
+// set sets the option name, which takes a value, to val.
+func (o *options) set(name, val string) error {
+	switch name {
+	case "h":
+		for _, h := range strings.Split(val, ",") {
+			if h = strings.TrimSpace(h); h == "" {
+				return fmt.Errorf("invalid -h %q: empty host name", val)
+			}
+			if !slices.Contains(o.hosts, h) {
+				o.hosts = append(o.hosts, h)
+			}
+		}
+	case "r":
+		o.relay = val
+	case "p":
+		p, err := strconv.Atoi(val)
+		if err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("invalid -p %q: not a port", val)
+		}
+		o.port = p
+	case "k":
+		o.keyFile = val
+	case "s":
+		o.socket = val
+	case "t":
+		d, err := conffmt.ParseDuration(val)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("invalid -t %q: want a duration such as 2s or 500ms", val)
+		}
+		o.timeout = d
+	}
+	return nil
+}
+
+// check validates the combination of targets and the command.
+func (o *options) check() error {
+	switch {
+	case len(o.hosts) > 0 && o.bcast:
+		return errors.New("-h and -b cannot be used together")
+	case o.relay != "" && !o.bcast:
+		return errors.New("-r RELAY needs -b: the relay broadcasts the request")
+	case o.relay != "" && o.bcastTo.IsValid():
+		return errors.New("-r RELAY takes -b without an address: the relay broadcasts on its own subnets")
+	}
+	if err := netctl.CheckRequest(o.cmd, o.args); err != nil {
+		if errors.Is(err, netctl.ErrUnknownCommand) {
+			return unknownCommand(o.cmd)
+		}
+		return err
+	}
+	if o.network() && localOnly(o.cmd) {
+		return fmt.Errorf("%s works on the local socket only: run it on the host, without -h or -b", o.cmd)
+	}
+	return nil
+}
+
+// commandNames returns every command metac knows, in order.
+func commandNames() []string {
+	names := []string{helpCommand}
+	for _, c := range netctl.Commands() {
+		names = append(names, c.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// unknownCommand is the error of a command that is not one: with the
+// command meant, when the word is a likely typo of one, else with every
+// command.
+func unknownCommand(cmd string) error {
+	if s := suggest(cmd, commandNames()); s != "" {
+		return fmt.Errorf("unknown command %q (did you mean %q?)", cmd, s)
+	}
+	return fmt.Errorf("unknown command %q (commands: %s)", cmd, strings.Join(commandNames(), ", "))
+}
+
+// localOnly reports whether metad serves cmd on the local socket only.
+func localOnly(cmd string) bool {
+	return slices.ContainsFunc(netctl.Commands(), func(c netctl.CommandInfo) bool { return c.Name == cmd && c.LocalOnly })
+}
+
+// network reports whether the command goes over the network.
+func (o *options) network() bool { return len(o.hosts) > 0 || o.bcast }
+
+// wait returns how long to wait for replies.
+func (o *options) wait() time.Duration {
+	switch {
+	case o.timeout > 0:
+		return o.timeout
+	case o.bcast:
+		return defaultBroadcastWait
+	case len(o.hosts) > 0:
+		return defaultHostWait
+	default:
+		return defaultLocalWait
+	}
+}
+
+// target returns where a network command goes.
+func (o *options) target() netctl.Target {
+	return netctl.Target{Hosts: o.hosts, Broadcast: o.bcast, BroadcastTo: o.bcastTo, Relay: o.relay, Port: o.port, Timeout: o.wait()}
+}
+
+// Main runs metac with args (without the program name) and returns its
+// exit status. prog is how metac was called ("metac", "metad ctl"), for
+// messages; version is metac's own. Without arguments it writes the help
+// to stderr and returns the usage status: a script that lost its command
+// fails, and its output is not mistaken for data.
+func Main(prog string, args []string, version string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		writeHelp(stderr, prog)
+		return exitUsage
+	}
+	o, err := parse(args)
+	// Tables are written cell by cell: one write(2) per cell unbuffered.
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	defer bw.Flush()
+	out := &printer{prog: prog, cmd: o.cmd, json: o.json, stdout: bw, stderr: stderr}
+	switch {
+	case err != nil:
+		return out.usage(err)
+	case o.help:
+		writeHelp(bw, prog)
+		return exitOK
+	case o.version:
+		fmt.Fprintln(bw, "metac", version)
+		return exitOK
+	}
+	req := netctl.NewRequest(o.cmd, o.args...)
+	if !o.network() {
+		r, err := netctl.CallLocal(o.socket, req, o.wait())
+		if err != nil {
+			return out.fail(localHost, fmt.Sprintf("cannot reach metad at %s: %v", o.socket, err))
+		}
+		return out.print([]netctl.Answer{{Host: localHost, Reply: r}})
+	}
+	key, err := netctl.LoadKey(o.keyFile)
+	if err != nil {
+		return out.fail("", err.Error())
+	}
+	t := o.target()
+	got, err := netctl.Call(key, t, req)
+	if err != nil {
+		return out.fail("", err.Error())
+	}
+	out.multi = o.bcast || len(o.hosts) > 1
+	status := out.print(got.Answers)
+	if got.Problem != "" {
+		fmt.Fprintf(stderr, "%s: %s: %s\n", prog, o.relay, got.Problem)
+		status = exitNoAnswer
+	}
+	if o.bcast && len(got.Answers) == 0 {
+		fmt.Fprintf(stderr, "%s: no answer to the broadcast within %v\n", prog, t.Timeout)
+		status = exitNoAnswer
+	}
+	return status
+}
+
+// writeHelp writes the usage text with every command.
+func writeHelp(w io.Writer, prog string) {
+	fmt.Fprintf(w, usageText, prog, netctl.DefaultPort, netctl.DefaultKeyFile, netctl.DefaultSocket(), commandHelp())
+}
+
+// commandHelp lists the commands and their arguments.
+func commandHelp() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, c := range netctl.Commands() {
+		fmt.Fprintf(tw, "  %s %s\t%s\n", c.Name, c.Args, c.What)
+	}
+	fmt.Fprintf(tw, "  %s\t%s\n", helpCommand, "print this help (metac's own)")
+	tw.Flush()
+	return b.String()
+}

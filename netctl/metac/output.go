@@ -1,0 +1,187 @@
+package metac
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"metad/netctl"
+)
+
+// timeLayout is how metac shows times, in the local time zone.
+const timeLayout = "2006-01-02 15:04:05"
+
+// hostJSON is one line of metac --json (SPEC §5). An error that concerns
+// no host (a usage error, a missing key file) has host "".
+type hostJSON struct {
+	Host     string            `json:"host"`
+	Name     string            `json:"name,omitempty"` // the host's own name for itself
+	OK       bool              `json:"ok"`
+	Error    string            `json:"error"`
+	Version  string            `json:"version,omitempty"`
+	Services *[]netctl.Service `json:"services,omitempty"` // list only
+	Stacks   string            `json:"stacks,omitempty"`   // debug stacks only
+}
+
+// printer writes metac's results.
+type printer struct {
+	prog   string
+	cmd    string
+	json   bool
+	multi  bool // more than one host may answer: name each
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// usage reports a usage error and returns the usage status: one line on
+// stderr that points to the help, and with --json a line of JSON too.
+func (p *printer) usage(err error) int {
+	fmt.Fprintf(p.stderr, "%s: %v (see %s --help)\n", p.prog, err, p.prog)
+	if p.json {
+		p.writeJSON(hostJSON{Error: err.Error()})
+	}
+	return exitUsage
+}
+
+// fail reports a local error that kept every host (or host, when it is
+// known) from answering, and returns the usage status: a line on stderr,
+// and with --json a line of JSON too.
+func (p *printer) fail(host, msg string) int {
+	fmt.Fprintf(p.stderr, "%s: %s\n", p.prog, msg)
+	if p.json {
+		p.writeJSON(hostJSON{Host: host, Error: msg})
+	}
+	return exitUsage
+}
+
+// print writes every answer and returns metac's exit status.
+func (p *printer) print(answers []netctl.Answer) int {
+	status := exitOK
+	headers := p.multi || len(answers) > 1
+	for i, r := range answers {
+		switch {
+		case r.Reply == nil:
+			status = max(status, exitNoAnswer)
+		case !r.Reply.OK:
+			status = max(status, exitFailed)
+		}
+		if p.json {
+			p.printJSON(r)
+			continue
+		}
+		if r.Reply == nil || !r.Reply.OK {
+			p.printError(r)
+			continue
+		}
+		switch p.cmd {
+		case "list":
+			if headers {
+				if i > 0 {
+					fmt.Fprintln(p.stdout)
+				}
+				fmt.Fprintf(p.stdout, "==> %s <==\n", hostTitle(r))
+			}
+			writeTable(p.stdout, r.Reply.Services)
+		case "debug":
+			io.WriteString(p.stdout, r.Reply.Stacks)
+		case "version":
+			fmt.Fprintf(p.stdout, "%smetad %s\n", p.prefix(r.Host, headers), r.Reply.Metad)
+		default:
+			if headers {
+				fmt.Fprintf(p.stdout, "%s: ok\n", hostTitle(r))
+			}
+		}
+	}
+	return status
+}
+
+// prefix returns "HOST: " when hosts are named.
+func (p *printer) prefix(host string, named bool) string {
+	if !named {
+		return ""
+	}
+	return host + ": "
+}
+
+// hostTitle names a host, and its own name for itself when that differs.
+func hostTitle(r netctl.Answer) string {
+	if r.Reply != nil && r.Reply.Name != "" && r.Reply.Name != r.Host {
+		return r.Host + " (" + r.Reply.Name + ")"
+	}
+	return r.Host
+}
+
+// printError writes why a host failed, one line per line of the error,
+// each naming the host.
+func (p *printer) printError(r netctl.Answer) {
+	msg := r.Err
+	if r.Reply != nil {
+		msg = r.Reply.Error
+	}
+	host := r.Host + ": "
+	if r.Host == localHost {
+		host = ""
+	}
+	for _, line := range strings.Split(strings.TrimRight(msg, "\n"), "\n") {
+		fmt.Fprintf(p.stderr, "%s: %s%s\n", p.prog, host, line)
+	}
+}
+
+// printJSON writes a host's answer as one line of JSON.
+func (p *printer) printJSON(r netctl.Answer) {
+	j := hostJSON{Host: r.Host, Error: r.Err}
+	if r.Reply != nil {
+		j.Name, j.OK, j.Error, j.Version, j.Stacks = r.Reply.Name, r.Reply.OK, r.Reply.Error, r.Reply.Metad, r.Reply.Stacks
+		if p.cmd == "list" && r.Reply.OK {
+			svcs := r.Reply.Services
+			if svcs == nil {
+				svcs = []netctl.Service{}
+			}
+			for i := range svcs {
+				if svcs[i].Instances == nil {
+					svcs[i].Instances = []netctl.Instance{}
+				}
+			}
+			j.Services = &svcs
+		}
+	}
+	p.writeJSON(j)
+}
+
+func (p *printer) writeJSON(j hostJSON) {
+	b, _ := json.Marshal(j)
+	fmt.Fprintf(p.stdout, "%s\n", b)
+}
+
+// writeTable writes services as an aligned table, one line per instance.
+func writeTable(w io.Writer, svcs []netctl.Service) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tCLASS\tENABLED\tSTATE\tPORT\tRESTARTS\tNEXT\tPID\tSTARTED")
+	for _, s := range svcs {
+		enabled, port, next := "no", "-", "-"
+		if s.Enabled {
+			enabled = "yes"
+		}
+		if s.Port != 0 {
+			port = strconv.Itoa(s.Port)
+		}
+		if s.NextStart != nil {
+			next = showTime(*s.NextStart)
+		}
+		pid, started := "-", "-"
+		if len(s.Instances) > 0 {
+			pid, started = strconv.Itoa(s.Instances[0].PID), showTime(s.Instances[0].Started)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Name, s.Class, enabled, s.State, port, s.Restarts, next, pid, started)
+		for _, in := range s.Instances[min(1, len(s.Instances)):] {
+			fmt.Fprintf(tw, "\t\t\t\t\t\t\t%d\t%s\n", in.PID, showTime(in.Started))
+		}
+	}
+	tw.Flush()
+}
+
+func showTime(t time.Time) string { return t.Local().Format(timeLayout) }
