@@ -13,24 +13,27 @@ import (
 	"time"
 )
 
-// relayGrace is how long metac waits for a relay beyond the gather time
-// it asked for: the relay's own work and the trip back.
+// relayGrace is how long metac waits for the relays beyond the gather
+// time it asked for: their own work and the trip back.
 const relayGrace = 2 * time.Second
 
 // maxGathered bounds the reply bytes metac keeps from one request.
 const maxGathered = 256 << 20
 
 // Target says where a network request goes: to named hosts, or
-// broadcast, or through a relay that broadcasts. Give Hosts or Broadcast,
-// not both; Relay needs Broadcast without BroadcastTo.
+// broadcast, or through relays that broadcast. Give Hosts or Broadcast,
+// not both; Relays need Broadcast without BroadcastTo.
 type Target struct {
 	Hosts       []string   // each as HOST or HOST:PORT
 	Broadcast   bool       // to every metad on the local subnets
 	BroadcastTo netip.Addr // with Broadcast: to this broadcast address only; zero: every interface's
-	Relay       string     // with Broadcast: this host broadcasts on its own subnets
-	Port        int        // of network control, for hosts that name none
+	// Relays, with Broadcast: each broadcasts on its own subnets instead
+	// (each as HOST or HOST:PORT). They all carry one request: a host
+	// that more than one reaches carries it out once.
+	Relays []string
+	Port   int // of network control, for hosts that name none
 	// Timeout bounds the wait for replies. A broadcast gathers replies
-	// for all of it; a relay gathers for as long, and is given a little
+	// for all of it; relays gather for as long, and are given a little
 	// more to send them.
 	Timeout time.Duration
 }
@@ -46,11 +49,13 @@ type Answer struct {
 
 // Outcome is what came back from a network request.
 type Outcome struct {
-	// Answers has the named hosts in the order given; else the relay
-	// first, then the other hosts by address.
+	// Answers has the named hosts in the order given; else the relays
+	// first, in the order given, then the other hosts by address. Each
+	// host is there once.
 	Answers []Answer
-	// Problem says what may be missing from a relay's gathering, or "".
-	Problem string
+	// Problems says what may be missing from the relays' gathering, one
+	// line each, naming the relay.
+	Problems []string
 }
 
 // message is a reply being put together from its parts.
@@ -65,15 +70,20 @@ func (m *message) complete() bool { return m.parts != nil && m.got == len(m.part
 // goroutine.
 type gather struct {
 	key    []byte
-	labels map[ID]string // host named by request id: -h hosts, the relay
+	labels map[ID]string // host named by request id: -h hosts
 	bcast  ID            // broadcast request: hosts named by address
-	relay  ID            // relayed request: forwards name their origin
+	relay  ID            // relayed request, the same to every relay: forwards name their origin
 	mode   gatherMode
 	msgs   map[string]*message
 	order  []string // hosts, in the order their first datagram arrived
-	end    *relayEnd
-	fwds   int // forward datagrams accepted
-	bytes  int
+	// The relays, in the order given, and by address: a relay's own
+	// reply, its forwards and its end come from it, and a forward from
+	// one relay may carry another's reply.
+	relays  []string
+	relayAt map[netip.Addr]string
+	ends    map[string]*relayEnd // by relay
+	fwds    map[string]int       // forward datagrams accepted, by relay
+	bytes   int
 }
 
 type gatherMode uint8
@@ -85,7 +95,35 @@ const (
 )
 
 func newGather(key []byte, mode gatherMode) *gather {
-	return &gather{key: key, mode: mode, labels: make(map[ID]string), msgs: make(map[string]*message)}
+	return &gather{key: key, mode: mode, labels: make(map[ID]string), msgs: make(map[string]*message),
+		relayAt: make(map[netip.Addr]string), ends: make(map[string]*relayEnd), fwds: make(map[string]int)}
+}
+
+// addRelay adds a relay, named name, at address at.
+func (g *gather) addRelay(name string, at netip.Addr) {
+	if !slices.Contains(g.relays, name) {
+		g.relays = append(g.relays, name)
+	}
+	g.relayAt[at.Unmap()] = name
+}
+
+// sender names the host a datagram came from, in relay mode: with one
+// relay, every datagram sent to metac is the relay's, whichever of its
+// addresses it came from; with more, a relay is known by the address it
+// was asked at, and anything else by its address.
+func (g *gather) sender(from netip.Addr) string {
+	if len(g.relays) == 1 {
+		return g.relays[0]
+	}
+	return g.hostAt(from)
+}
+
+// hostAt names the host at addr: a relay by its name, else the address.
+func (g *gather) hostAt(addr netip.Addr) string {
+	if r, ok := g.relayAt[addr]; ok {
+		return r
+	}
+	return addr.String()
 }
 
 // Call sends req to t, authenticated with key, and gathers the replies
@@ -101,7 +139,7 @@ func Call(key []byte, t Target, req Request) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Outcome{Answers: g.results(t), Problem: g.relayProblem()}, nil
+	return &Outcome{Answers: g.results(t), Problems: g.relayProblems()}, nil
 }
 
 // check validates the combination of targets.
@@ -111,9 +149,9 @@ func (t Target) check() error {
 		return errors.New("cannot send to hosts and broadcast at once")
 	case len(t.Hosts) == 0 && !t.Broadcast:
 		return errors.New("cannot send a request to no host")
-	case t.Relay != "" && !t.Broadcast:
+	case len(t.Relays) > 0 && !t.Broadcast:
 		return errors.New("cannot relay without a broadcast: the relay broadcasts the request")
-	case t.Relay != "" && t.BroadcastTo.IsValid():
+	case len(t.Relays) > 0 && t.BroadcastTo.IsValid():
 		return errors.New("cannot relay to a broadcast address: the relay broadcasts on its own subnets")
 	case t.Timeout <= 0:
 		return errors.New("cannot wait for replies: no timeout")
@@ -123,7 +161,7 @@ func (t Target) check() error {
 
 // callNet sends req to t and gathers the replies.
 func callNet(key []byte, t Target, req Request) (*gather, error) {
-	bcast := t.Broadcast && t.Relay == "" // broadcast from here
+	bcast := t.Broadcast && len(t.Relays) == 0 // broadcast from here
 	network := "udp"
 	if bcast {
 		network = "udp4"
@@ -138,16 +176,18 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 	var g *gather
 	var sends []send
 	switch {
-	case t.Relay != "":
+	case len(t.Relays) > 0:
 		g = newGather(key, gatherRelay)
 		g.relay = newID()
-		g.labels[g.relay] = t.Relay
 		req.GatherMS = t.Timeout.Milliseconds()
-		to, err := resolve(t.Relay, t.Port)
-		if err != nil {
-			return nil, err
+		for _, r := range t.Relays {
+			to, err := resolve(r, t.Port)
+			if err != nil {
+				return nil, err
+			}
+			g.addRelay(r, to.Addr())
+			sends = append(sends, send{to, g.relay, FlagRelay})
 		}
-		sends = append(sends, send{to, g.relay, FlagRelay})
 		deadline = deadline.Add(relayGrace)
 	case t.Broadcast:
 		g = newGather(key, gatherBroadcast)
@@ -239,18 +279,20 @@ func (g *gather) accept(b []byte, from netip.Addr, now time.Time) {
 		g.add(g.labels[d.ID], d)
 	case d.Kind == KindReply && d.ID == g.bcast && g.mode == gatherBroadcast:
 		g.add(from.String(), d)
+	case d.Kind == KindReply && d.ID == g.relay && g.mode == gatherRelay:
+		g.add(g.sender(from), d)
 	case d.Kind == KindForward && d.ID == g.relay && g.mode == gatherRelay:
 		origin, inner := d.forwarded()
 		r, err := Decode(g.key, inner)
 		if err != nil || r.Kind != KindReply || r.ID != g.relay || !fresh(r.Time, now) {
 			return
 		}
-		g.fwds++
-		g.add(origin.String(), r)
+		g.fwds[g.sender(from)]++
+		g.add(g.hostAt(origin.Unmap()), r)
 	case d.Kind == KindRelayEnd && d.ID == g.relay && g.mode == gatherRelay:
 		var e relayEnd
 		if json.Unmarshal(d.Body, &e) == nil {
-			g.end = &e
+			g.ends[g.sender(from)] = &e
 		}
 	}
 }
@@ -282,23 +324,28 @@ func (g *gather) done() bool {
 		}
 		return true
 	case gatherRelay:
-		m := g.msgs[g.labels[g.relay]]
-		return g.end != nil && g.fwds >= g.end.Forwarded && m != nil && m.complete()
+		for _, r := range g.relays {
+			e, m := g.ends[r], g.msgs[r]
+			if e == nil || g.fwds[r] < e.Forwarded || m == nil || !m.complete() {
+				return false
+			}
+		}
+		return true
 	default:
 		return false
 	}
 }
 
 // results returns what each host answered: the named hosts in the order
-// given, else the relay first and the other hosts by address.
+// given, else the relays first and the other hosts by address.
 func (g *gather) results(t Target) []Answer {
 	hosts := slices.Clone(t.Hosts)
 	if g.mode != gatherHosts {
 		hosts = slices.Clone(g.order)
 		slices.SortFunc(hosts, compareHosts)
 		if g.mode == gatherRelay {
-			hosts = slices.DeleteFunc(hosts, func(h string) bool { return h == t.Relay })
-			hosts = append([]string{t.Relay}, hosts...)
+			hosts = slices.DeleteFunc(hosts, func(h string) bool { return slices.Contains(g.relays, h) })
+			hosts = append(slices.Clone(g.relays), hosts...)
 		}
 	}
 	out := make([]Answer, 0, len(hosts))
@@ -324,18 +371,23 @@ func (g *gather) result(host string) Answer {
 	return Answer{Host: host, Reply: &r}
 }
 
-// relayProblem says what is missing from a relay's gathering, or "".
-func (g *gather) relayProblem() string {
-	switch {
-	case g.mode != gatherRelay || g.msgs[g.labels[g.relay]] == nil:
-		return ""
-	case g.end == nil:
-		return "the relay did not report the end of its gathering: replies may be missing"
-	case g.fwds < g.end.Forwarded:
-		return fmt.Sprintf("%d of the %d datagrams the relay forwarded from %d hosts were lost: replies may be missing",
-			g.end.Forwarded-g.fwds, g.end.Forwarded, g.end.Hosts)
+// relayProblems says what is missing from the gathering of each relay
+// that answered, one line each naming the relay. A relay that did not
+// answer at all is a host without an answer instead.
+func (g *gather) relayProblems() []string {
+	var out []string
+	for _, r := range g.relays {
+		e := g.ends[r]
+		switch {
+		case g.msgs[r] == nil:
+		case e == nil:
+			out = append(out, r+": the relay did not report the end of its gathering: replies may be missing")
+		case g.fwds[r] < e.Forwarded:
+			out = append(out, fmt.Sprintf("%s: %d of the %d datagrams the relay forwarded from %d hosts were lost: replies may be missing",
+				r, e.Forwarded-g.fwds[r], e.Forwarded, e.Hosts))
+		}
 	}
-	return ""
+	return out
 }
 
 // compareHosts orders addresses numerically, and names after them.

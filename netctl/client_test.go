@@ -76,50 +76,77 @@ func TestGatherHosts(t *testing.T) {
 func TestGatherRelay(t *testing.T) {
 	id := newID()
 	origin := netip.MustParseAddr("10.2.0.5")
-	relayAddr := netip.MustParseAddr("10.1.0.1")
-	fwd := func(r Reply) []byte {
-		b, err := encodeForward(testKey, id, testTime, origin, replyParts(t, id, r)[0])
+	r1, r2 := netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.3.0.1")
+	other := netip.MustParseAddr("10.1.0.9") // another address of a relay
+	// in is a datagram that came from an address.
+	type in struct {
+		from netip.Addr
+		b    []byte
+	}
+	reply := func(from netip.Addr) in { return in{from, replyParts(t, id, Reply{OK: true})[0]} }
+	fwd := func(relay, origin netip.Addr) in {
+		b, err := encodeForward(testKey, id, testTime, origin, replyParts(t, id, Reply{OK: true})[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b
+		return in{relay, b}
 	}
-	end := func(e relayEnd) []byte {
+	end := func(relay netip.Addr, hosts, forwarded int) in {
 		d := &Datagram{Kind: KindRelayEnd, ID: id, Nonce: testNonce, Time: testTime, Parts: 1}
-		d.Body, _ = json.Marshal(e)
+		d.Body, _ = json.Marshal(relayEnd{Hosts: hosts, Forwarded: forwarded})
 		b, _ := Encode(testKey, d)
-		return b
+		return in{relay, b}
 	}
 	tests := []struct {
-		name    string
-		in      [][]byte
-		done    bool
-		hosts   string
-		problem string
+		name     string
+		relays   []string // named "r1" and "r2": at r1 and r2
+		in       []in
+		done     bool
+		hosts    string
+		problems string
 	}{
-		{"whole", [][]byte{replyParts(t, id, Reply{OK: true})[0], fwd(Reply{OK: true}), end(relayEnd{Hosts: 1, Forwarded: 1})},
-			true, "relay 10.2.0.5", ""},
-		{"no end", [][]byte{replyParts(t, id, Reply{OK: true})[0], fwd(Reply{OK: true})},
-			false, "relay 10.2.0.5", "did not report the end"},
-		{"a forward lost", [][]byte{replyParts(t, id, Reply{OK: true})[0], end(relayEnd{Hosts: 2, Forwarded: 2}), fwd(Reply{OK: true})},
-			false, "relay 10.2.0.5", "1 of the 2 datagrams"},
-		{"the relay silent", nil, false, "relay", ""},
+		{"whole", []string{"r1"}, []in{reply(r1), fwd(r1, origin), end(r1, 1, 1)},
+			true, "r1 10.2.0.5", ""},
+		{"one relay is known at any address", []string{"r1"}, []in{reply(other), fwd(other, origin), end(other, 1, 1)},
+			true, "r1 10.2.0.5", ""},
+		{"no end", []string{"r1"}, []in{reply(r1), fwd(r1, origin)},
+			false, "r1 10.2.0.5", "r1: the relay did not report the end"},
+		{"a forward lost", []string{"r1"}, []in{reply(r1), end(r1, 2, 2), fwd(r1, origin)},
+			false, "r1 10.2.0.5", "r1: 1 of the 2 datagrams"},
+		{"the relay silent", []string{"r1"}, nil, false, "r1", ""},
+		{"two relays", []string{"r2", "r1"}, []in{reply(r1), reply(r2), fwd(r2, origin), end(r1, 0, 0), end(r2, 1, 1)},
+			true, "r2 r1 10.2.0.5", ""},
+		{"a host two relays reach is listed once", []string{"r1", "r2"},
+			[]in{reply(r1), reply(r2), fwd(r1, origin), fwd(r2, origin), end(r1, 1, 1), end(r2, 1, 1)},
+			true, "r1 r2 10.2.0.5", ""},
+		{"a relay's reply forwarded by the other", []string{"r1", "r2"}, []in{reply(r1), fwd(r1, r2), end(r1, 1, 1), end(r2, 0, 0)},
+			true, "r1 r2", ""},
+		{"one relay silent", []string{"r1", "r2"}, []in{reply(r1), fwd(r1, origin), end(r1, 1, 1)},
+			false, "r1 r2 10.2.0.5", ""},
+		{"one relay without an end", []string{"r1", "r2"}, []in{reply(r1), reply(r2), end(r1, 0, 0)},
+			false, "r1 r2", "r2: the relay did not report the end"},
+		{"many relays are known by address", []string{"r1", "r2"}, []in{reply(r1), reply(r2), reply(other), end(r1, 0, 0), end(r2, 0, 0)},
+			true, "r1 r2 10.1.0.9", ""},
 	}
+	at := map[string]netip.Addr{"r1": r1, "r2": r2}
 	for _, tt := range tests {
 		g := newGather(testKey, gatherRelay)
-		g.relay, g.labels[id] = id, "relay"
-		for _, b := range tt.in {
-			g.accept(b, relayAddr, testTime)
+		g.relay = id
+		for _, r := range tt.relays {
+			g.addRelay(r, at[r])
+		}
+		for _, d := range tt.in {
+			g.accept(d.b, d.from, testTime)
 		}
 		var hosts []string
-		for _, r := range g.results(Target{Relay: "relay"}) {
+		for _, r := range g.results(Target{Relays: tt.relays}) {
 			hosts = append(hosts, r.Host)
 		}
 		if g.done() != tt.done || strings.Join(hosts, " ") != tt.hosts {
 			t.Errorf("%s: got done %v, hosts %q; want %v, %q", tt.name, g.done(), hosts, tt.done, tt.hosts)
 		}
-		if p := g.relayProblem(); (tt.problem == "") != (p == "") || !strings.Contains(p, tt.problem) {
-			t.Errorf("%s: got problem %q, want %q", tt.name, p, tt.problem)
+		if p := strings.Join(g.relayProblems(), "\n"); (tt.problems == "") != (p == "") || !strings.Contains(p, tt.problems) {
+			t.Errorf("%s: got problems %q, want %q", tt.name, p, tt.problems)
 		}
 	}
 }

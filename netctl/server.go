@@ -114,6 +114,7 @@ func (s *Server) Dup() (int, error) {
 type serverState struct {
 	nonces   *seen
 	answered *seen // request ids: a host answers each once
+	relayed  *seen // request ids: a relay relays each once
 	refusals *limiter
 }
 
@@ -128,6 +129,7 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
 	st := &serverState{
 		nonces:   newSeen(seenFor, maxSeen),
 		answered: newSeen(seenFor, maxSeen),
+		relayed:  newSeen(seenFor, maxSeen),
 		refusals: newLimiter(time.Second, 10),
 	}
 	relays := make(chan struct{}, maxRelays)
@@ -152,24 +154,32 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		d, ok := s.accept(st, buf[:n], from, time.Now())
+		now := time.Now()
+		d, answer, ok := s.accept(st, buf[:n], from, now)
 		if !ok {
 			continue
 		}
 		var req Request
 		if err := json.Unmarshal(d.Body, &req); err != nil {
 			s.Log.Warn().Err(err).Stringer("from", from).Msg("bad network control request")
-			s.reply(conn, from, d.ID, s.Handler.Fail(fmt.Errorf("bad request: %w", err)))
+			if answer {
+				s.reply(conn, from, d.ID, s.Handler.Fail(fmt.Errorf("bad request: %w", err)))
+			}
 			continue
 		}
-		log := s.Log.With().Stringer("from", from).
-			Bool("relay", d.Flags&FlagRelay != 0).Bool("relayed", d.Flags&FlagRelayed != 0).Logger()
-		reply, then := s.Handler.answer(log, req, ViaNetwork)
-		s.reply(conn, from, d.ID, reply)
-		if then != nil {
-			then()
+		if answer {
+			log := s.Log.With().Stringer("from", from).
+				Bool("relay", d.Flags&FlagRelay != 0).Bool("relayed", d.Flags&FlagRelayed != 0).Logger()
+			reply, then := s.Handler.answer(log, req, ViaNetwork)
+			s.reply(conn, from, d.ID, reply)
+			if then != nil {
+				then()
+			}
 		}
 		if d.Flags&FlagRelay == 0 {
+			continue
+		}
+		if first, err := st.relayed.add(d.ID, now); err != nil || !first {
 			continue
 		}
 		select {
@@ -188,10 +198,12 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
 	<-s.gate.answered()
 }
 
-// accept checks a datagram received at now and returns it when it is a
-// request to answer. A datagram refused is logged, rate-limited; another
-// copy of a request already answered is dropped quietly.
-func (s *Server) accept(st *serverState, b []byte, from netip.AddrPort, now time.Time) (*Datagram, bool) {
+// accept checks a datagram received at now. It returns the request, and
+// whether to answer it, when ok. A datagram refused is logged,
+// rate-limited; another copy of a request already answered is dropped
+// quietly, unless it asks to be relayed: with several relays, one may get
+// another's relayed copy first, and must still relay (ok, not to answer).
+func (s *Server) accept(st *serverState, b []byte, from netip.AddrPort, now time.Time) (req *Datagram, answer, ok bool) {
 	d, err := Decode(s.Key, b)
 	switch {
 	case err != nil:
@@ -210,13 +222,18 @@ func (s *Server) accept(st *serverState, b []byte, from netip.AddrPort, now time
 		if ok, suppressed := st.refusals.allow(now); ok {
 			s.Log.Warn().Err(err).Stringer("from", from).Int("suppressed", suppressed).Msg("refused network control request")
 		}
-		return nil, false
+		return nil, false, false
 	}
-	if first, err := st.answered.add(d.ID, now); err != nil || !first {
-		s.Log.Debug().Stringer("from", from).AnErr("err", err).Msg("request already answered")
-		return nil, false
+	first, err := st.answered.add(d.ID, now)
+	if err == nil && first {
+		return d, true, true
 	}
-	return d, true
+	if err == nil && d.Flags&FlagRelay != 0 {
+		s.Log.Debug().Stringer("from", from).Msg("request already answered: relaying it only")
+		return d, false, true
+	}
+	s.Log.Debug().Stringer("from", from).AnErr("err", err).Msg("request already answered")
+	return nil, false, false
 }
 
 // reply sends r to the requester as a reply to request id, in as many

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +76,7 @@ type testServer struct {
 	addr netip.AddrPort
 	ctl  *fakeControl
 	log  *logLines
+	srv  *Server
 }
 
 // startServer serves network control on addr ("127.0.0.2:0" for any
@@ -93,6 +95,7 @@ func startServer(t *testing.T, addr string, key []byte, ctl *fakeControl, broadc
 		Log:        zerolog.New(ts.log).Level(zerolog.DebugLevel),
 		Broadcasts: broadcasts,
 	}
+	ts.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -271,7 +274,7 @@ func TestNetRelay(t *testing.T) {
 	}
 	r := startServer(t, relayAddr, testKey, newFakeControl("web"), targets)
 
-	tgt := Target{Broadcast: true, Relay: relayAddr, Timeout: 500 * time.Millisecond}
+	tgt := Target{Broadcast: true, Relays: []string{relayAddr}, Timeout: 500 * time.Millisecond}
 	out, err := Call(testKey, tgt, NewRequest("disable", "web"))
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +289,7 @@ func TestNetRelay(t *testing.T) {
 	if want := relayAddr + " 127.0.0.3 127.0.0.4"; strings.Join(got, " ") != want {
 		t.Errorf("got hosts %q, want %q", got, want)
 	}
-	if p := out.Problem; p != "" {
+	if p := out.Problems; len(p) != 0 {
 		t.Errorf("got relay problem %q, want none", p)
 	}
 	for _, s := range []*testServer{r, b1, b2} {
@@ -317,13 +320,125 @@ func TestCallChecksTarget(t *testing.T) {
 	}{
 		{"nowhere", Target{Timeout: time.Second}, "no host"},
 		{"hosts and broadcast", Target{Hosts: []string{"a"}, Broadcast: true, Timeout: time.Second}, "hosts and broadcast"},
-		{"relay without broadcast", Target{Hosts: []string{"a"}, Relay: "r", Timeout: time.Second}, "without a broadcast"},
-		{"relay to an address", Target{Broadcast: true, BroadcastTo: netip.MustParseAddr("10.0.0.255"), Relay: "r", Timeout: time.Second}, "broadcast address"},
+		{"relay without broadcast", Target{Hosts: []string{"a"}, Relays: []string{"r"}, Timeout: time.Second}, "without a broadcast"},
+		{"relay to an address", Target{Broadcast: true, BroadcastTo: netip.MustParseAddr("10.0.0.255"), Relays: []string{"r"}, Timeout: time.Second}, "broadcast address"},
 		{"no timeout", Target{Hosts: []string{"a"}}, "no timeout"},
 	}
 	for _, tt := range tests {
 		if _, err := Call(testKey, tt.t, NewRequest("list")); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+func TestNetRelays(t *testing.T) {
+	noRelay := func() ([]netip.Addr, error) {
+		t.Error("a relayed request was relayed again")
+		return nil, nil
+	}
+	b1 := startServer(t, "127.0.0.3:0", testKey, newFakeControl("web"), noRelay)
+	port := b1.addr.Port()
+	b2 := startServer(t, fmt.Sprintf("127.0.0.4:%d", port), testKey, newFakeControl("web"), noRelay)
+	addrs := func(hosts ...string) func() ([]netip.Addr, error) {
+		return func() ([]netip.Addr, error) {
+			var out []netip.Addr
+			for _, h := range hosts {
+				out = append(out, netip.MustParseAddr(h))
+			}
+			return out, nil
+		}
+	}
+	// Both relays reach b1, and each other; only r2 reaches b2.
+	r1Addr, r2Addr := fmt.Sprintf("127.0.0.2:%d", port), fmt.Sprintf("127.0.0.5:%d", port)
+	r1 := startServer(t, r1Addr, testKey, newFakeControl("web"), addrs("127.0.0.3", "127.0.0.5"))
+	r2 := startServer(t, r2Addr, testKey, newFakeControl("web"), addrs("127.0.0.3", "127.0.0.4", "127.0.0.2"))
+
+	tgt := Target{Broadcast: true, Relays: []string{r2Addr, r1Addr}, Timeout: 500 * time.Millisecond}
+	out, err := Call(testKey, tgt, NewRequest("disable", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, res := range out.Answers {
+		if res.Reply == nil || !res.Reply.OK {
+			t.Errorf("%s: got %+v, want an ok reply", res.Host, res)
+		}
+		got = append(got, res.Host)
+	}
+	if want := r2Addr + " " + r1Addr + " 127.0.0.3 127.0.0.4"; strings.Join(got, " ") != want {
+		t.Errorf("got hosts %q, want %q: each once, the relays first", got, want)
+	}
+	if len(out.Problems) != 0 {
+		t.Errorf("got problems %q, want none", out.Problems)
+	}
+	for _, s := range []*testServer{r1, r2, b1, b2} {
+		if calls := s.ctl.callLog(); len(calls) != 1 {
+			t.Errorf("%s: got calls %q, want disable web once", s.addr, calls)
+		}
+	}
+}
+
+func TestNetRelaysAfterARelayedCopy(t *testing.T) {
+	b := startServer(t, "127.0.0.3:0", testKey, newFakeControl("web"), func() ([]netip.Addr, error) {
+		t.Error("a relayed request was relayed again")
+		return nil, nil
+	})
+	port := b.addr.Port()
+	var mu sync.Mutex
+	relays := 0
+	r := startServer(t, fmt.Sprintf("127.0.0.2:%d", port), testKey, newFakeControl("web"), func() ([]netip.Addr, error) {
+		mu.Lock()
+		relays++
+		mu.Unlock()
+		return []netip.Addr{netip.MustParseAddr("127.0.0.3")}, nil
+	})
+	c := newRawClient(t, r.addr)
+	id := newID()
+	send := func(flags Flags) {
+		d := newDatagram(KindRequest, id, time.Now())
+		d.Flags, d.Body = flags, []byte(`{"v":1,"cmd":"disable","args":["web"],"gather_ms":100}`)
+		b, err := Encode(testKey, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.resend(b)
+	}
+	// Another relay's copy reaches r first: r answers it.
+	send(FlagRelayed)
+	if d := c.next(); d.Kind != KindReply || d.ID != id {
+		t.Fatalf("got a %s to %x, want the reply to %x", d.Kind, d.ID, id)
+	}
+	// Then the request to relay: r does not carry it out again, but
+	// relays it, and b answers through r.
+	send(FlagRelay)
+	kinds := []Kind{c.next().Kind, c.next().Kind}
+	if !slices.Equal(kinds, []Kind{KindForward, KindRelayEnd}) {
+		t.Errorf("got %v, want a forward of b's reply and the end of the relay", kinds)
+	}
+	if calls := r.ctl.callLog(); len(calls) != 1 {
+		t.Errorf("relay: got calls %q, want disable web once", calls)
+	}
+	if calls := b.ctl.callLog(); len(calls) != 1 {
+		t.Errorf("b: got calls %q, want disable web once", calls)
+	}
+	// A copy of the request to relay, sent again: relayed once only.
+	// Once r has answered the next request, it has read the copy; once
+	// quiesced, every relay it started is over.
+	send(FlagRelay)
+	c.send(newID(), time.Now(), "version")
+	if d := c.next(); d.Kind != KindReply {
+		t.Fatalf("got a %s, want the reply to version", d.Kind)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	resume, err := r.srv.Quiesce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	mu.Lock()
+	defer mu.Unlock()
+	if relays != 1 {
+		t.Errorf("got %d relays, want 1", relays)
 	}
 }

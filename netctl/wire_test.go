@@ -221,9 +221,12 @@ func fuzzOne(t *testing.T, b []byte) {
 		t.Fatalf("round trip changed the datagram:\n got %x\nwant %x", again, b)
 	}
 	g := newGather(testKey, gatherRelay)
-	g.relay, g.labels[testID] = testID, "relay"
+	g.relay = testID
+	g.addRelay("relay", netip.MustParseAddr("10.0.0.1"))
+	g.addRelay("other", netip.MustParseAddr("10.0.0.2"))
 	g.accept(b, netip.MustParseAddr("10.0.0.1"), d.Time)
-	g.results(Target{Relay: "relay"})
+	g.results(Target{Relays: []string{"relay", "other"}})
+	g.relayProblems()
 }
 
 func BenchmarkEncodeDecode(b *testing.B) {

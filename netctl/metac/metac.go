@@ -8,6 +8,7 @@ package metac
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -52,11 +53,14 @@ const usageText = `usage: %[1]s [OPTION...] COMMAND [ARG...] [OPTION...]
 Options may come before or after the command; -- ends them.
 Targets: the local metad (default, through SOCKET); -h HOST,...: those hosts
 over the network; -b [BCAST]: every metad on the local subnets (or on BCAST);
--r RELAY -b: every metad on RELAY's subnets, through RELAY.
+-r RELAY,... -b: every metad on each RELAY's subnets, through RELAY.
 
   -h HOST[,HOST...]  hosts to send the command to (HOST or HOST:PORT)
   -b [BCAST]         broadcast (to every broadcast-capable interface, or BCAST)
-  -r RELAY           with -b: have RELAY broadcast on its own subnets
+  -r RELAY[,RELAY...]
+                     with -b: have each RELAY broadcast on its own subnets
+  --hosts FILE       the hosts of FILE, one a line (# comments): with -b, the
+                     hosts expected to answer; else hosts to send to, as -h
   -p PORT            network control port (default %[2]d)
   -k KEYFILE         shared key of network control (default %[3]s)
   -s SOCKET          local control socket (default %[4]s)
@@ -74,19 +78,20 @@ local error, 3 a host did not answer (or nobody answered a broadcast).
 
 // options is a parsed metac command line.
 type options struct {
-	hosts   []string
-	bcast   bool
-	bcastTo netip.Addr
-	relay   string
-	port    int
-	keyFile string
-	socket  string
-	timeout time.Duration // 0: the default for the target
-	json    bool
-	version bool
-	help    bool
-	cmd     string
-	args    []string
+	hosts     []string
+	hostsFile string // --hosts
+	bcast     bool
+	bcastTo   netip.Addr
+	relays    []string
+	port      int
+	keyFile   string
+	socket    string
+	timeout   time.Duration // 0: the default for the target
+	json      bool
+	version   bool
+	help      bool
+	cmd       string
+	args      []string
 }
 
 // errNoCommand is the usage error of a command line without a command.
@@ -119,7 +124,7 @@ func parse(args []string) (*options, error) {
 		}
 		name, val, hasVal := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
 		switch name {
-		case "h", "r", "p", "k", "s", "t":
+		case "h", "r", "p", "k", "s", "t", "hosts":
 			if !hasVal {
 				if i+1 >= len(args) {
 					fail(missingValue(name))
@@ -192,16 +197,11 @@ func missingValue(name string) error {
 func (o *options) set(name, val string) error {
 	switch name {
 	case "h":
-		for _, h := range strings.Split(val, ",") {
-			if h = strings.TrimSpace(h); h == "" {
-				return fmt.Errorf("invalid -h %q: empty host name", val)
-			}
-			if !slices.Contains(o.hosts, h) {
-				o.hosts = append(o.hosts, h)
-			}
-		}
+		return addHosts(&o.hosts, "-h", val)
 	case "r":
-		o.relay = val
+		return addHosts(&o.relays, "-r", val)
+	case "hosts":
+		o.hostsFile = val
 	case "p":
 		p, err := strconv.Atoi(val)
 		if err != nil || p < 1 || p > 65535 {
@@ -222,14 +222,28 @@ func (o *options) set(name, val string) error {
 	return nil
 }
 
+// addHosts adds the hosts of a comma-separated list, given to flag, to
+// hosts, each once.
+func addHosts(hosts *[]string, flag, list string) error {
+	for _, h := range strings.Split(list, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			return fmt.Errorf("invalid %s %q: empty host name", flag, list)
+		}
+		if !slices.Contains(*hosts, h) {
+			*hosts = append(*hosts, h)
+		}
+	}
+	return nil
+}
+
 // check validates the combination of targets and the command.
 func (o *options) check() error {
 	switch {
 	case len(o.hosts) > 0 && o.bcast:
 		return errors.New("-h and -b cannot be used together")
-	case o.relay != "" && !o.bcast:
+	case len(o.relays) > 0 && !o.bcast:
 		return errors.New("-r RELAY needs -b: the relay broadcasts the request")
-	case o.relay != "" && o.bcastTo.IsValid():
+	case len(o.relays) > 0 && o.bcastTo.IsValid():
 		return errors.New("-r RELAY takes -b without an address: the relay broadcasts on its own subnets")
 	}
 	if err := netctl.CheckRequest(o.cmd, o.args); err != nil {
@@ -270,7 +284,7 @@ func localOnly(cmd string) bool {
 }
 
 // network reports whether the command goes over the network.
-func (o *options) network() bool { return len(o.hosts) > 0 || o.bcast }
+func (o *options) network() bool { return len(o.hosts) > 0 || o.hostsFile != "" || o.bcast }
 
 // wait returns how long to wait for replies.
 func (o *options) wait() time.Duration {
@@ -279,7 +293,7 @@ func (o *options) wait() time.Duration {
 		return o.timeout
 	case o.bcast:
 		return defaultBroadcastWait
-	case len(o.hosts) > 0:
+	case len(o.hosts) > 0 || o.hostsFile != "":
 		return defaultHostWait
 	default:
 		return defaultLocalWait
@@ -288,7 +302,7 @@ func (o *options) wait() time.Duration {
 
 // target returns where a network command goes.
 func (o *options) target() netctl.Target {
-	return netctl.Target{Hosts: o.hosts, Broadcast: o.bcast, BroadcastTo: o.bcastTo, Relay: o.relay, Port: o.port, Timeout: o.wait()}
+	return netctl.Target{Hosts: o.hosts, Broadcast: o.bcast, BroadcastTo: o.bcastTo, Relays: o.relays, Port: o.port, Timeout: o.wait()}
 }
 
 // Main runs metac with args (without the program name) and returns its
@@ -324,6 +338,20 @@ func Main(prog string, args []string, version string, stdout, stderr io.Writer) 
 		}
 		return out.print([]netctl.Answer{{Host: localHost, Reply: r}})
 	}
+	var expected []string // --hosts with -b
+	if o.hostsFile != "" {
+		hosts, err := readHostsFile(o.hostsFile)
+		if err != nil {
+			return out.fail("", err.Error())
+		}
+		if o.bcast {
+			expected = hosts
+		} else {
+			for _, h := range hosts {
+				addHosts(&o.hosts, "--hosts", h)
+			}
+		}
+	}
 	key, err := netctl.LoadKey(o.keyFile)
 	if err != nil {
 		return out.fail("", err.Error())
@@ -333,10 +361,19 @@ func Main(prog string, args []string, version string, stdout, stderr io.Writer) 
 	if err != nil {
 		return out.fail("", err.Error())
 	}
+	answers := got.Answers
+	if len(expected) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), lookupWait)
+		defer cancel()
+		addrsOf := func(h string) []netip.Addr { return lookupHost(ctx, h) }
+		for _, h := range missingHosts(expected, answers, addrsOf) {
+			answers = append(answers, netctl.Answer{Host: h, Err: "no answer"})
+		}
+	}
 	out.multi = o.bcast || len(o.hosts) > 1
-	status := out.print(got.Answers)
-	if got.Problem != "" {
-		fmt.Fprintf(stderr, "%s: %s: %s\n", prog, o.relay, got.Problem)
+	status := out.print(answers)
+	for _, p := range got.Problems {
+		fmt.Fprintf(stderr, "%s: %s\n", prog, p)
 		status = exitNoAnswer
 	}
 	if o.bcast && len(got.Answers) == 0 {

@@ -36,7 +36,16 @@ func TestParse(t *testing.T) {
 			return o.bcastTo == netip.MustParseAddr("10.1.255.255") && o.cmd == "version"
 		}, ""},
 		{"relay", []string{"-r", "gw", "-b", "-t", "3s", "--json", "list"}, func(o *options) bool {
-			return o.relay == "gw" && o.bcast && o.json && o.wait() == 3*time.Second
+			return slices.Equal(o.relays, []string{"gw"}) && o.bcast && o.json && o.wait() == 3*time.Second
+		}, ""},
+		{"relays", []string{"-r", "gw1,gw2", "-b", "list", "-r", "gw3,gw1"}, func(o *options) bool {
+			return slices.Equal(o.relays, []string{"gw1", "gw2", "gw3"}) && o.bcast
+		}, ""},
+		{"--hosts with -b", []string{"-b", "--hosts", "fleet", "list"}, func(o *options) bool {
+			return o.hostsFile == "fleet" && o.bcast && o.wait() == defaultBroadcastWait
+		}, ""},
+		{"--hosts alone goes over the network", []string{"list", "--hosts=fleet"}, func(o *options) bool {
+			return o.hostsFile == "fleet" && o.network() && o.wait() == defaultHostWait
 		}, ""},
 		{"double dashes and =", []string{"--p=612", "--k", "/k", "-s=/s", "-t", "2", "list"}, func(o *options) bool {
 			return o.port == 612 && o.keyFile == "/k" && o.socket == "/s" && o.timeout == 2*time.Second
@@ -71,6 +80,9 @@ func TestParse(t *testing.T) {
 		{"zero timeout", []string{"-t", "0", "list"}, nil, `invalid -t "0"`},
 		{"IPv6 broadcast", []string{"-b=fe80::1", "list"}, nil, "not an IPv4 address"},
 		{"empty host", []string{"-h", "a,,b", "list"}, nil, "empty host name"},
+		{"empty relay", []string{"-r", "gw,", "-b", "list"}, nil, `invalid -r "gw,": empty host name`},
+		{"--hosts without a file", []string{"list", "--hosts"}, nil, "flag needs an argument: -hosts"},
+		{"debug to the hosts of a file", []string{"--hosts", "f", "debug", "stacks"}, nil, "local socket only"},
 		{"-h and -b", []string{"-h", "a", "-b", "list"}, nil, "-h and -b cannot be used together"},
 		{"-r without -b", []string{"-r", "gw", "list"}, nil, "-r RELAY needs -b"},
 		{"-r with an address", []string{"-r", "gw", "-b", "10.0.0.255", "list"}, nil, "-r RELAY takes -b without an address"},
