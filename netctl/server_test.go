@@ -279,13 +279,7 @@ func TestNetRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, res := range out.Answers {
-		if res.Reply == nil || !res.Reply.OK {
-			t.Errorf("%s: got %+v, want an ok reply", res.Host, res)
-		}
-		got = append(got, res.Host)
-	}
+	got := okHosts(t, out)
 	if want := relayAddr + " 127.0.0.3 127.0.0.4"; strings.Join(got, " ") != want {
 		t.Errorf("got hosts %q, want %q", got, want)
 	}
@@ -331,6 +325,20 @@ func TestCallChecksTarget(t *testing.T) {
 	}
 }
 
+// okHosts returns the hosts of out in order, and fails the test for each
+// that did not answer ok.
+func okHosts(t *testing.T, out *Outcome) []string {
+	t.Helper()
+	var hosts []string
+	for _, res := range out.Answers {
+		if res.Reply == nil || !res.Reply.OK {
+			t.Errorf("%s: got %+v, want an ok reply", res.Host, res)
+		}
+		hosts = append(hosts, res.Host)
+	}
+	return hosts
+}
+
 func TestNetRelays(t *testing.T) {
 	noRelay := func() ([]netip.Addr, error) {
 		t.Error("a relayed request was relayed again")
@@ -358,13 +366,7 @@ func TestNetRelays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, res := range out.Answers {
-		if res.Reply == nil || !res.Reply.OK {
-			t.Errorf("%s: got %+v, want an ok reply", res.Host, res)
-		}
-		got = append(got, res.Host)
-	}
+	got := okHosts(t, out)
 	if want := r2Addr + " " + r1Addr + " 127.0.0.3 127.0.0.4"; strings.Join(got, " ") != want {
 		t.Errorf("got hosts %q, want %q: each once, the relays first", got, want)
 	}
