@@ -192,7 +192,7 @@ var commands = map[string]command{
 		then: func(h *Handler) { h.System.Reexec() },
 	},
 	"version": {what: "metad's version", readOnly: true, do: func(h *Handler, _ []string) (Reply, error) { return Reply{Metad: h.Version}, nil }},
-	"debug": {args: "stacks", what: "local socket only: every goroutine's stack, without disturbing metad", min: 1, max: 1, check: checkDebug, localOnly: true,
+	"debug": {args: "stacks", what: "every goroutine's stack (local socket only)", min: 1, max: 1, check: checkDebug, localOnly: true,
 		do: func(*Handler, []string) (Reply, error) { return Reply{Stacks: stacks(maxStacks)}, nil }},
 	"shutdown": {what: "stop everything and exit", then: func(h *Handler) { h.System.Shutdown(Shutdown) }},
 	"poweroff": finalCommand(Poweroff, "PID 1 of a machine: stop everything and power off"),

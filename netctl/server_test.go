@@ -259,20 +259,35 @@ func TestNetRefusesReplaysAndStaleRequests(t *testing.T) {
 	}
 }
 
-func TestNetRelay(t *testing.T) {
-	noRelay := func() ([]netip.Addr, error) {
-		t.Error("a relayed request was relayed again")
-		return nil, nil
+// broadcastsTo returns the Broadcasts of a Server that reaches hosts;
+// with none, of a Server that must never relay.
+func broadcastsTo(t *testing.T, hosts ...string) func() ([]netip.Addr, error) {
+	return func() ([]netip.Addr, error) {
+		if len(hosts) == 0 {
+			t.Error("a relayed request was relayed again")
+		}
+		var out []netip.Addr
+		for _, h := range hosts {
+			out = append(out, netip.MustParseAddr(h))
+		}
+		return out, nil
 	}
-	b1 := startServer(t, "127.0.0.3:0", testKey, newFakeControl("web"), noRelay)
-	port := b1.addr.Port()
-	b2 := startServer(t, fmt.Sprintf("127.0.0.4:%d", port), testKey, newFakeControl("web"), noRelay)
+}
+
+// startHosts starts two servers that never relay, b1 at 127.0.0.3 and b2
+// at 127.0.0.4, on one port, and returns them and the port.
+func startHosts(t *testing.T) (b1, b2 *testServer, port uint16) {
+	b1 = startServer(t, "127.0.0.3:0", testKey, newFakeControl("web"), broadcastsTo(t))
+	port = b1.addr.Port()
+	b2 = startServer(t, fmt.Sprintf("127.0.0.4:%d", port), testKey, newFakeControl("web"), broadcastsTo(t))
+	return b1, b2, port
+}
+
+func TestNetRelay(t *testing.T) {
+	b1, b2, port := startHosts(t)
 	relayAddr := fmt.Sprintf("127.0.0.2:%d", port)
 	// The relay is on its own "subnet" too: it must not answer twice.
-	targets := func() ([]netip.Addr, error) {
-		return []netip.Addr{netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4"), netip.MustParseAddr("127.0.0.2")}, nil
-	}
-	r := startServer(t, relayAddr, testKey, newFakeControl("web"), targets)
+	r := startServer(t, relayAddr, testKey, newFakeControl("web"), broadcastsTo(t, "127.0.0.3", "127.0.0.4", "127.0.0.2"))
 
 	tgt := Target{Broadcast: true, Relays: []string{relayAddr}, Timeout: 500 * time.Millisecond}
 	out, err := Call(testKey, tgt, NewRequest("disable", "web"))
@@ -340,26 +355,11 @@ func okHosts(t *testing.T, out *Outcome) []string {
 }
 
 func TestNetRelays(t *testing.T) {
-	noRelay := func() ([]netip.Addr, error) {
-		t.Error("a relayed request was relayed again")
-		return nil, nil
-	}
-	b1 := startServer(t, "127.0.0.3:0", testKey, newFakeControl("web"), noRelay)
-	port := b1.addr.Port()
-	b2 := startServer(t, fmt.Sprintf("127.0.0.4:%d", port), testKey, newFakeControl("web"), noRelay)
-	addrs := func(hosts ...string) func() ([]netip.Addr, error) {
-		return func() ([]netip.Addr, error) {
-			var out []netip.Addr
-			for _, h := range hosts {
-				out = append(out, netip.MustParseAddr(h))
-			}
-			return out, nil
-		}
-	}
+	b1, b2, port := startHosts(t)
 	// Both relays reach b1, and each other; only r2 reaches b2.
 	r1Addr, r2Addr := fmt.Sprintf("127.0.0.2:%d", port), fmt.Sprintf("127.0.0.5:%d", port)
-	r1 := startServer(t, r1Addr, testKey, newFakeControl("web"), addrs("127.0.0.3", "127.0.0.5"))
-	r2 := startServer(t, r2Addr, testKey, newFakeControl("web"), addrs("127.0.0.3", "127.0.0.4", "127.0.0.2"))
+	r1 := startServer(t, r1Addr, testKey, newFakeControl("web"), broadcastsTo(t, "127.0.0.3", "127.0.0.5"))
+	r2 := startServer(t, r2Addr, testKey, newFakeControl("web"), broadcastsTo(t, "127.0.0.3", "127.0.0.4", "127.0.0.2"))
 
 	tgt := Target{Broadcast: true, Relays: []string{r2Addr, r1Addr}, Timeout: 500 * time.Millisecond}
 	out, err := Call(testKey, tgt, NewRequest("disable", "web"))
@@ -381,11 +381,7 @@ func TestNetRelays(t *testing.T) {
 }
 
 func TestNetRelaysAfterARelayedCopy(t *testing.T) {
-	b := startServer(t, "127.0.0.3:0", testKey, newFakeControl("web"), func() ([]netip.Addr, error) {
-		t.Error("a relayed request was relayed again")
-		return nil, nil
-	})
-	port := b.addr.Port()
+	b, _, port := startHosts(t)
 	var mu sync.Mutex
 	relays := 0
 	r := startServer(t, fmt.Sprintf("127.0.0.2:%d", port), testKey, newFakeControl("web"), func() ([]netip.Addr, error) {
