@@ -304,3 +304,28 @@ func TestPrinterJSONSchema(t *testing.T) {
 		t.Errorf("got %v, want port 7007 and an empty instances array", echo)
 	}
 }
+
+// FuzzParse feeds parse command lines of words split at NUL bytes: it must
+// never panic, and a command line it takes has a command metad carries
+// out, with arguments it accepts.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"list", "list\x00--json", "-t\x002s\x00stop\x00web", "-b\x0010.0.0.255\x00-r\x00a,b\x00version",
+		"--\x00list\x00-x", "kill\x00web\x00HUP", "--hosts=f\x00debug\x00stacks", "lsit", "-h"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		o, err := parse(strings.Split(s, "\x00"))
+		if o == nil {
+			t.Fatalf("got no options for %q", s)
+		}
+		if err != nil || o.help || o.version {
+			return
+		}
+		if err := netctl.CheckRequest(o.cmd, o.args); err != nil {
+			t.Fatalf("%q: took command %q %q, which metad refuses: %v", s, o.cmd, o.args, err)
+		}
+		if len(o.relays) > 0 && !o.bcast || len(o.hosts) > 0 && o.bcast {
+			t.Fatalf("%q: took targets hosts %q, relays %q, broadcast %v", s, o.hosts, o.relays, o.bcast)
+		}
+	})
+}
