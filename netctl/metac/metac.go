@@ -338,6 +338,12 @@ func Main(prog string, args []string, version string, stdout, stderr io.Writer) 
 		}
 		return out.print([]netctl.Answer{{Host: localHost, Reply: r}})
 	}
+	return runNet(o, req, out)
+}
+
+// runNet sends req over the network as o says, prints the answers with
+// out, and returns metac's exit status.
+func runNet(o *options, req netctl.Request, out *printer) int {
 	var expected []string // --hosts with -b
 	if o.hostsFile != "" {
 		hosts, err := readHostsFile(o.hostsFile)
@@ -348,7 +354,12 @@ func Main(prog string, args []string, version string, stdout, stderr io.Writer) 
 			expected = hosts
 		} else {
 			for _, h := range hosts {
-				addHosts(&o.hosts, "--hosts", h)
+				if !slices.Contains(o.hosts, h) {
+					o.hosts = append(o.hosts, h)
+				}
+			}
+			if len(o.hosts) == 0 {
+				return out.fail("", fmt.Sprintf("no hosts in %s", o.hostsFile))
 			}
 		}
 	}
@@ -373,11 +384,11 @@ func Main(prog string, args []string, version string, stdout, stderr io.Writer) 
 	out.multi = o.bcast || len(o.hosts) > 1
 	status := out.print(answers)
 	for _, p := range got.Problems {
-		fmt.Fprintf(stderr, "%s: %s\n", prog, p)
+		fmt.Fprintf(out.stderr, "%s: %s\n", out.prog, p)
 		status = exitNoAnswer
 	}
 	if o.bcast && len(got.Answers) == 0 {
-		fmt.Fprintf(stderr, "%s: no answer to the broadcast within %v\n", prog, t.Timeout)
+		fmt.Fprintf(out.stderr, "%s: no answer to the broadcast within %v\n", out.prog, t.Timeout)
 		status = exitNoAnswer
 	}
 	return status

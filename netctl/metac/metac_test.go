@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -169,6 +170,10 @@ func TestTypoDistance(t *testing.T) {
 
 func TestMainOutput(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "absent.sock")
+	empty := filepath.Join(t.TempDir(), "fleet")
+	if err := os.WriteFile(empty, []byte("# nobody yet\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		args   []string
@@ -187,6 +192,7 @@ func TestMainOutput(t *testing.T) {
 		{"unreachable", []string{"-s", sock, "list"}, "", "metac: cannot reach metad at " + sock + ": ", exitUsage},
 		{"unreachable as JSON", []string{"list", "-s", sock, "--json"}, `{"host":"local","ok":false,"error":"cannot reach metad at ` + sock + `: `,
 			"metac: cannot reach metad at " + sock + ": ", exitUsage},
+		{"an empty hosts file", []string{"--hosts", empty, "list"}, "", "metac: no hosts in " + empty + "\n", exitUsage},
 		{"no key as JSON", []string{"list", "-h", "127.0.0.1", "-k", sock, "--json"}, `{"host":"","ok":false,"error":"cannot read key file \"` + sock + `\": `,
 			"metac: cannot read key file", exitUsage},
 	}
