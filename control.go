@@ -10,9 +10,26 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"metad/init"
 	"metad/netctl"
 	"metad/supervise"
 )
+
+// controlSystem is the daemon as control sees it: control names metad's
+// ends by its commands, initsys by what reboot(2) does.
+type controlSystem struct{ *daemon }
+
+// Shutdown asks the daemon to stop everything and end as f says.
+func (s controlSystem) Shutdown(f netctl.Final) {
+	end := initsys.Poweroff // shutdown: exit, or power off as PID 1 of a machine
+	switch f {
+	case netctl.Reboot:
+		end = initsys.Reboot
+	case netctl.Halt:
+		end = initsys.Halt
+	}
+	s.daemon.Shutdown(end)
+}
 
 // serveControl starts the control servers: the local socket, and network
 // control when a key file is present. They run until ctx is done; wait
@@ -29,7 +46,7 @@ func serveControl(ctx context.Context, o *options, log zerolog.Logger, sup *supe
 	host, _ := os.Hostname()
 	h := &netctl.Handler{
 		Controller: sup,
-		System:     d,
+		System:     controlSystem{d},
 		Version:    version,
 		Hostname:   host,
 		Machine:    d.machine,

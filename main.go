@@ -27,6 +27,7 @@ import (
 	"metad/conffmt"
 	"metad/init"
 	"metad/netctl"
+	"metad/netctl/metac"
 	"metad/supervise"
 )
 
@@ -58,9 +59,9 @@ func main() {
 	case os.Args[0] == supervise.ShimArgv0:
 		os.Exit(supervise.ExecShim(args))
 	case name == "metac":
-		os.Exit(netctl.Main("metac", args, version, os.Stdout, os.Stderr))
+		os.Exit(metac.Main("metac", args, version, os.Stdout, os.Stderr))
 	case len(args) > 0 && args[0] == "ctl":
-		os.Exit(netctl.Main("metad ctl", args[1:], version, os.Stdout, os.Stderr))
+		os.Exit(metac.Main("metad ctl", args[1:], version, os.Stdout, os.Stderr))
 	default:
 		os.Exit(runDaemon(args))
 	}
