@@ -3,6 +3,7 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,4 +188,46 @@ func exampleServices(t *testing.T, repo string) []string {
 		t.Fatalf("got no services from examples/metad.conf:\n%s", out)
 	}
 	return names
+}
+
+// TestOnboardBashCompletion completes metac and metad command lines with
+// completion/metad.bash, as bash does on Tab: commands and options from
+// the binary's help, and service names from the running metad, through the
+// socket typed on the line.
+func TestOnboardBashCompletion(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash is not installed")
+	}
+	m := startMetad(t, runOpts{conf: "clock daemon sleep 600\nflaky daemon disabled false\n"})
+	m.waitEvent(1, "metad started", msg("metad started"))
+	sock := filepath.Join(m.dir, "metad.sock")
+	src, err := filepath.Abs("../completion/metad.bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		line string // the words typed, the last one being completed
+		want string // COMPREPLY, space-separated
+	}{
+		{metacBin + " re", "reboot reexec reload restart"},
+		{metacBin + " --js", "--json"},
+		{metacBin + " -s " + sock + " restart ", "clock flaky"},
+		{metacBin + " -s " + sock + " enable f", "flaky"},
+		{metacBin + " -s " + sock + " kill clock T", "TERM"},
+		{metacBin + " -s " + sock + " reload ", ""},
+		{metadBin + " --log-level w", "warn"},
+		{metadBin + " ctl -s " + sock + " stop c", "clock"},
+	}
+	for _, tt := range tests {
+		words := strings.Split(tt.line, " ")
+		// What bash does on Tab: set the words, call the function that
+		// the file registered for the program's name.
+		script := fmt.Sprintf("source %s\nCOMP_WORDS=(%s); COMP_CWORD=%d\n_%s\necho \"${COMPREPLY[*]}\"\n",
+			shq(src), shq(words...), len(words)-1, filepath.Base(words[0]))
+		out, errs, status := runBin(t, bash, "--norc", "-c", script)
+		if got := strings.TrimSpace(out); status != 0 || got != tt.want {
+			t.Errorf("%q: got %q (exit status %d, %s), want %q", tt.line, got, status, errs, tt.want)
+		}
+	}
 }
