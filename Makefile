@@ -2,7 +2,11 @@
 #   make build   static bin/metad and the bin/metac symlink
 #   make test    unit tests (-race), bounded fuzzing, micro-benchmarks once, integration tests
 #   make check   gofmt, go vet, staticcheck
-#   make run     metad in the foreground on examples/metad.conf (Ctrl-C stops it)
+#   make run     metad in the foreground on examples/metad.conf (Ctrl-C stops it),
+#                on its default control socket: bin/metac in another terminal reaches it
+#   make install PREFIX=/usr/local DESTDIR=   metad, the metac link, manual pages, completion
+#   make uninstall                            removes what make install installed
+#   make image   examples/Dockerfile built with podman (or docker) as metad-example
 
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -12,11 +16,17 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # can fail a target with "context deadline exceeded" as the time runs out
 # (go.dev/issue/75804, fixed in Go 1.27). 60000 runs take a few seconds.
 FUZZTIME    ?= 60000x
-RUNDIR      ?= $(or $(XDG_RUNTIME_DIR),/tmp)/metad-run-$(shell id -u)
+
+# make install: where things go. DESTDIR is prepended to each, for staging.
+PREFIX      ?= /usr/local
+SBINDIR     ?= $(PREFIX)/sbin
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit fuzz integration check run clean test-boot man bench
+.PHONY: all build test unit fuzz integration check run clean test-boot man bench install uninstall image
 
 all: build
 
@@ -42,9 +52,43 @@ check:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# metad's default control socket, the one metac uses too: $METAD_SOCKET,
+# else /run/metad.sock for root, else $XDG_RUNTIME_DIR/metad.sock, else
+# /tmp/metad-$UID.sock. metad logs it ("control socket listening").
 run: build
-	mkdir -p $(RUNDIR)
-	bin/metad -f examples/metad.conf -s $(RUNDIR)/metad.sock
+	@echo 'metad runs until Ctrl-C; in another terminal here: bin/metac list'
+	bin/metad -f examples/metad.conf
+
+# bin/metad is built when missing, so that "sudo make install" after
+# "make build" needs no Go in root's PATH.
+install: $(if $(wildcard bin/metad),,build)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	install -m 755 bin/metad $(DESTDIR)$(SBINDIR)/metad
+	ln -sfn metad $(DESTDIR)$(SBINDIR)/metac
+	install -m 644 docs/man/metad.8 docs/man/metac.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 docs/man/metad.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 completion/metad.bash $(DESTDIR)$(BASHCOMPDIR)/metad
+	ln -sfn metad $(DESTDIR)$(BASHCOMPDIR)/metac
+	install -m 644 completion/_metad $(DESTDIR)$(ZSHCOMPDIR)/_metad
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/metad $(DESTDIR)$(SBINDIR)/metac \
+		$(DESTDIR)$(MANDIR)/man8/metad.8 $(DESTDIR)$(MANDIR)/man8/metac.8 \
+		$(DESTDIR)$(MANDIR)/man5/metad.conf.5 \
+		$(DESTDIR)$(BASHCOMPDIR)/metad $(DESTDIR)$(BASHCOMPDIR)/metac \
+		$(DESTDIR)$(ZSHCOMPDIR)/_metad
+
+# The example image, built offline: FROM scratch, with bin/metad and the
+# host's static busybox (Debian's busybox-static) copied into the build
+# context as bin/busybox. Run it as examples/Dockerfile says.
+CONTAINER ?= $(shell command -v podman || command -v docker || echo podman)
+BUSYBOX   ?= /bin/busybox
+
+image: build
+	@file -L $(BUSYBOX) | grep -q 'statically linked' || { echo "$(BUSYBOX) is not static: apt-get install busybox-static"; exit 1; }
+	cp $(BUSYBOX) bin/busybox
+	$(CONTAINER) build -f examples/Dockerfile -t metad-example .
 
 clean:
 	rm -rf bin

@@ -42,11 +42,32 @@ func (l ErrorList) Error() string {
 
 // Load reads the config file filename and parses it with Parse.
 func Load(filename string, r *Resolver) ([]Service, error) {
+	svcs, _, err := Check(filename, nil, r)
+	return svcs, err
+}
+
+// Identity is who metad runs as: its effective user and group ids.
+type Identity struct {
+	UID, GID int
+}
+
+// Check reads the config file filename and parses it with Parse, and
+// also returns its warnings, in file order: the lines that load but that
+// a metad running as id cannot carry out. Today that is a user= option
+// that needs root (another user, or another group, than id's) when id is
+// not root: the service would fail at every start. Lines with errors are
+// warned about too. A nil id means no warnings.
+//
+// Warnings are Errors whose Msg starts with "warning: "; they never make
+// err non-nil.
+func Check(filename string, id *Identity, r *Resolver) (svcs []Service, warnings ErrorList, err error) {
 	src, err := os.ReadFile(filename)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read config %q: %w", filename, err)
+		return nil, nil, fmt.Errorf("cannot read config %q: %w", filename, err)
 	}
-	return Parse(filename, src, r)
+	p := &parser{file: filename, res: r, id: id}
+	svcs, err = p.parse(src)
+	return svcs, p.warns, err
 }
 
 // Parse reads config text, which came from the file filename (used only in
@@ -59,7 +80,15 @@ func Load(filename string, r *Resolver) ([]Service, error) {
 // panics, whatever src holds.
 func Parse(filename string, src []byte, r *Resolver) ([]Service, error) {
 	p := &parser{file: filename, res: r}
+	return p.parse(src)
+}
+
+// parse is Parse for the file and host that p is set up with.
+func (p *parser) parse(src []byte) ([]Service, error) {
 	var svcs []Service
+	// Every service whose socket is known, with errors or not: a port
+	// conflict is reported even on a line that has other errors.
+	var bound []Service
 	first := make(map[string]int) // line of each name's first service
 	for _, ws := range scanLines(src, p.errorf) {
 		s, ok := p.service(ws)
@@ -71,33 +100,57 @@ func Parse(filename string, src []byte, r *Resolver) ([]Service, error) {
 			continue
 		}
 		first[s.Name] = s.Pos.Line
-		if !ok {
-			continue
-		}
-		if other := portUser(svcs, &s); other != nil {
+		if other := portUser(bound, &s); other != nil {
 			p.errorf(s.Pos, "port %d already used by service %q (line %d)", s.Port, other.Name, other.Pos.Line)
 			continue
 		}
-		svcs = append(svcs, s)
+		bound = append(bound, s)
+		if ok {
+			svcs = append(svcs, s)
+		}
 	}
+	slices.SortStableFunc(p.warns, byPosition)
 	if len(p.errs) > 0 {
-		slices.SortStableFunc(p.errs, func(a, b *Error) int {
-			return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
-		})
+		slices.SortStableFunc(p.errs, byPosition)
 		return nil, p.errs
 	}
 	return svcs, nil
 }
 
-// parser checks the lines of one config file and collects its errors.
+func byPosition(a, b *Error) int {
+	return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
+}
+
+// parser checks the lines of one config file and collects its errors and,
+// when id is set, its warnings.
 type parser struct {
-	file string
-	res  *Resolver
-	errs ErrorList
+	file  string
+	res   *Resolver
+	id    *Identity // who metad runs as; nil: no warnings
+	errs  ErrorList
+	warns ErrorList
 }
 
 func (p *parser) errorf(pos Pos, format string, args ...any) {
 	p.errs = append(p.errs, &Error{File: p.file, Line: pos.Line, Col: pos.Col, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) warnf(pos Pos, format string, args ...any) {
+	p.warns = append(p.warns, &Error{File: p.file, Line: pos.Line, Col: pos.Col, Msg: "warning: " + fmt.Sprintf(format, args...)})
+}
+
+// failedSince says whether an error after the first since errors is
+// about w, a word that may be nil.
+func (p *parser) failedSince(since int, w *word) bool {
+	if w == nil {
+		return false
+	}
+	for _, e := range p.errs[since:] {
+		if e.Line == w.pos.Line && e.Col == w.pos.Col {
+			return true
+		}
+	}
+	return false
 }
 
 // service checks one logical line, NAME CLASS [OPTION...] PROGRAM [ARG...],
@@ -128,16 +181,37 @@ func (p *parser) service(ws []word) (Service, bool) {
 			s.Args = append(s.Args, w.text)
 		}
 	}
-	if len(p.errs) > nerrs {
-		return s, false
-	}
+	// The defaults are filled in even on a line with errors, whose
+	// socket still takes part in the check for port conflicts; unless
+	// its port or address is wrong, which would make false ones.
 	for id, o := range options {
 		if given[id] == nil && o.def != nil && o.classes.has(s.Class) {
 			o.def(&s)
 		}
 	}
+	if p.failedSince(nerrs, given[optPort]) || p.failedSince(nerrs, given[optAddr]) {
+		s.Port = 0
+	}
+	if given[optUser] != nil && !p.failedSince(nerrs, given[optUser]) {
+		p.needsRoot(s.User, given[optUser])
+	}
+	if len(p.errs) > nerrs {
+		return s, false
+	}
 	p.agree(&s, given)
 	return s, len(p.errs) == nerrs
+}
+
+// needsRoot warns when metad, running as p.id, cannot run a program as u,
+// given by the option word w: switching to another user, or to another
+// group, is for root only.
+func (p *parser) needsRoot(u *Credential, w *word) {
+	if p.id == nil || p.id.UID == 0 || u == nil {
+		return
+	}
+	if int(u.UID) != p.id.UID || int(u.GID) != p.id.GID {
+		p.warnf(w.pos, "%s (uid %d, gid %d) needs metad to run as root, and it runs as uid %d, gid %d: the service cannot start", w.text, u.UID, u.GID, p.id.UID, p.id.GID)
+	}
 }
 
 // class parses the class word, reporting an unknown class; it returns 0
@@ -227,9 +301,10 @@ func (p *parser) agree(s *Service, given [numOptions]*word) {
 
 // portUser returns the service of svcs that would hold the listening
 // socket that s needs, or nil. Disabled services hold none at first, so
-// two of them, or a disabled and an enabled one, may share a port.
+// two of them, or a disabled and an enabled one, may share a port; port 0
+// is a port not known.
 func portUser(svcs []Service, s *Service) *Service {
-	if !sockets.has(s.Class) || !s.Enabled {
+	if !sockets.has(s.Class) || !s.Enabled || s.Port == 0 {
 		return nil
 	}
 	for i := range svcs {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"syscall"
@@ -262,6 +263,15 @@ func TestParseErrors(t *testing.T) {
 		{"same address", "a stream port=80 addr=10.0.0.1 sh\nb stream port=80 addr=10.0.0.1 sh", `2:1: port 80 already used by service "a" (line 1)`},
 		{"any IPv4", "a stream port=80 addr=0.0.0.0 sh\nb stream port=80 addr=127.0.0.1 sh", `2:1: port 80 already used by service "a" (line 1)`},
 		{"any IPv6 takes IPv4", "a stream port=80 addr=127.0.0.1 sh\nb stream port=80 addr=:: sh", `2:1: port 80 already used by service "a" (line 1)`},
+		{"conflict on a line with another error", "a stream port=80 sh\nb stream port=80 max=0 sh",
+			"2:1: port 80 already used by service \"a\" (line 1)\n" +
+				"2:18: invalid max \"0\": want a whole number from 1 to 1000000"},
+		{"conflict with a line with another error", "a stream port=80 nope\nb stream port=80 sh",
+			"1:18: program \"nope\" not found in PATH\n" +
+				"2:1: port 80 already used by service \"a\" (line 1)"},
+		{"no conflict from a bad address", "a stream port=80 addr=127.0.0.1 sh\nb stream port=80 addr=localhost sh",
+			`2:18: invalid addr "localhost": want an IPv4 or IPv6 address`},
+		{"no conflict from a bad port", "a stream port=80 sh\nb stream port=htp sh", `2:10: unknown port "htp"`},
 
 		// programs
 		{"program not found", "web daemon nginxx", `1:12: program "nginxx" not found in PATH`},
@@ -462,5 +472,51 @@ func TestFormatDuration(t *testing.T) {
 		if got := formatDuration(tt.in); got != tt.want {
 			t.Errorf("formatDuration(%v): got %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestCheckWarnsUserNeedsRoot(t *testing.T) {
+	src := "# users\n" +
+		"a daemon user=www sh\n" +
+		"b daemon user=1000 sh\n" +
+		"c daemon user=1000:adm sh\n" +
+		"d daemon sh\n" +
+		"e daemon max=0 user=root sh\n"
+	name := filepath.Join(t.TempDir(), "metad.conf")
+	if err := os.WriteFile(name, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		id   *Identity
+		want string // the warnings, one per line
+	}{
+		{"no identity", nil, ""},
+		{"root", &Identity{UID: 0, GID: 0}, ""},
+		{"user 1000", &Identity{UID: 1000, GID: 1000},
+			name + ":2:10: warning: user=www (uid 33, gid 33) needs metad to run as root, and it runs as uid 1000, gid 1000: the service cannot start\n" +
+				name + ":4:10: warning: user=1000:adm (uid 1000, gid 4) needs metad to run as root, and it runs as uid 1000, gid 1000: the service cannot start\n" +
+				name + ":6:16: warning: user=root (uid 0, gid 0) needs metad to run as root, and it runs as uid 1000, gid 1000: the service cannot start"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svcs, warns, err := Check(name, tt.id, fakeResolver())
+			if got := warns.Error(); got != tt.want {
+				t.Errorf("got warnings\n%s\nwant\n%s", got, tt.want)
+			}
+			// line 6 has an error: no services, and the warnings all the same
+			if err == nil || svcs != nil {
+				t.Errorf("got %v, %v, want the error of line 6", svcs, err)
+			}
+		})
+	}
+
+	// A file without errors loads, warnings or not.
+	if err := os.WriteFile(name, []byte("a daemon user=www sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svcs, warns, err := Check(name, &Identity{UID: 1000, GID: 1000}, fakeResolver())
+	if err != nil || len(svcs) != 1 || len(warns) != 1 {
+		t.Errorf("got %v, %v, %v, want service a and one warning", svcs, warns, err)
 	}
 }
