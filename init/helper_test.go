@@ -99,6 +99,8 @@ func runHelper(name string, args []string) int {
 		return foregroundParent()
 	case "foreground-child":
 		return foregroundChild()
+	case "setsid-fork":
+		return setsidFork()
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
 	return 2
@@ -122,6 +124,24 @@ func doubleForkHelper() int {
 		return 1
 	}
 	fmt.Println(pid)
+	return 0
+}
+
+// setsidFork starts the helper sleep in a session of its own, prints its
+// pid, and sleeps until killed: a service's process that escaped its
+// process group and session.
+func setsidFork() int {
+	p := helper("sleep")
+	p.Files = []int{0, 2, 2}
+	p.Setsid = true
+	attr, _ := p.attr()
+	pid, err := syscall.ForkExec(p.Path, p.Argv, attr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(pid)
+	pauseForever()
 	return 0
 }
 
@@ -449,7 +469,7 @@ func (c *child) wait(t *testing.T) Exit {
 }
 
 // await returns the next exit from exits, failing the test after patience.
-func await(t *testing.T, exits <-chan Exit) Exit {
+func await(t testing.TB, exits <-chan Exit) Exit {
 	t.Helper()
 	select {
 	case e := <-exits:

@@ -40,6 +40,11 @@ type Proc struct {
 	// locked to it, which metad never does, so in practice it is sent
 	// when metad dies.
 	Pdeathsig syscall.Signal
+
+	// Cgroup, if not nil, is the cgroup v2 the child starts in (clone3
+	// with CLONE_INTO_CGROUP): it is in it from its first instruction,
+	// before it can fork, and so is everything it forks. See Cgroups.
+	Cgroup *Cgroup
 }
 
 // attr translates p for syscall.ForkExec.
@@ -62,6 +67,13 @@ func (p *Proc) attr() (*syscall.ProcAttr, error) {
 		Credential: p.Cred,
 		Setsid:     p.Setsid,
 		Pdeathsig:  p.Pdeathsig,
+	}
+	if p.Cgroup != nil {
+		if p.Cgroup.fd < 0 {
+			return nil, fmt.Errorf("cgroup %q removed", p.Cgroup.dir)
+		}
+		sys.UseCgroupFD = true
+		sys.CgroupFD = p.Cgroup.fd
 	}
 	if p.Foreground {
 		sys.Setpgid = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -267,20 +268,37 @@ func (r *Reaper) forget(pid int) (Exit, bool) {
 // (ENOENT, EACCES, ENOEXEC...) is returned as an error that wraps the
 // errno. Spawn is safe for concurrent use.
 func (r *Reaper) Spawn(p *Proc, done func(Exit)) (pid int, err error) {
+	what := strconv.Quote(p.Path)
+	if p.Cgroup != nil {
+		what += " in cgroup " + strconv.Quote(p.Cgroup.dir)
+	}
 	attr, err := p.attr()
 	if err != nil {
-		return 0, fmt.Errorf("cannot start %q: %w", p.Path, err)
+		return 0, fmt.Errorf("cannot start %s: %w", what, err)
 	}
-	return r.start(p.Path, p.Argv, attr, done)
+	pid, err = r.forkExec(p.Path, p.Argv, attr, done)
+	if err != nil {
+		return 0, fmt.Errorf("cannot start %s: %w", what, err)
+	}
+	return pid, nil
 }
 
 // start is Spawn for any process attributes (tests use namespaces).
 func (r *Reaper) start(path string, argv []string, attr *syscall.ProcAttr, done func(Exit)) (int, error) {
+	pid, err := r.forkExec(path, argv, attr, done)
+	if err != nil {
+		return 0, fmt.Errorf("cannot start %q: %w", path, err)
+	}
+	return pid, nil
+}
+
+// forkExec starts a process and registers it under waitMu.
+func (r *Reaper) forkExec(path string, argv []string, attr *syscall.ProcAttr, done func(Exit)) (int, error) {
 	r.waitMu.RLock()
 	defer r.waitMu.RUnlock()
 	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
-		return 0, fmt.Errorf("cannot start %q: %w", path, err)
+		return 0, err
 	}
 	r.mu.Lock()
 	wake := r.register(pid, done)

@@ -476,7 +476,7 @@ func BenchmarkSpawn(b *testing.B) {
 }
 
 // ctxFor returns a context done after patience or at the end of the test.
-func ctxFor(t *testing.T) context.Context {
+func ctxFor(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	t.Cleanup(cancel)
 	return ctx
