@@ -316,7 +316,7 @@ func mounts(root string) int {
 	if err := os.Mkdir(plain, 0o755); err != nil {
 		problems = append(problems, err.Error())
 	}
-	want := map[string]bool{"proc": true, "sys": true, "dev": true, "run": true, "plain": false}
+	want := map[string]bool{"proc": true, "sys": true, "dev": true, "run": true, "sys/fs/cgroup": true, "plain": false}
 	for dir, mounted := range want {
 		got, err := isMountPoint(filepath.Join(root, dir))
 		if err != nil || got != mounted {
@@ -327,7 +327,7 @@ func mounts(root string) int {
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
-	for _, dir := range []string{"proc", "sys", "dev", "run"} {
+	for _, dir := range []string{"proc", "sys", "dev", "run", "sys/fs/cgroup"} {
 		if n := strings.Count(string(info), " "+filepath.Join(root, dir)+" "); n != 1 {
 			problems = append(problems, fmt.Sprintf("%s: mounted %d times, want 1", dir, n))
 		}
