@@ -37,6 +37,7 @@ const drainGrace = 200 * time.Millisecond
 var reaper *Reaper
 
 func TestMain(m *testing.M) {
+	Shim() // as metad's main does: a shim execs its program here
 	if name := os.Getenv(helperEnv); name != "" {
 		os.Exit(runHelper(name, os.Args[1:]))
 	}
@@ -101,6 +102,8 @@ func runHelper(name string, args []string) int {
 		return foregroundChild()
 	case "setsid-fork":
 		return setsidFork()
+	case "signal-states":
+		return signalStates()
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
 	return 2
@@ -124,6 +127,49 @@ func doubleForkHelper() int {
 		return 1
 	}
 	fmt.Println(pid)
+	return 0
+}
+
+// signalStates does what metad does first (Notify), then prints the
+// signal state it was started with and those that cat /proc/self/status
+// saw, started as the command of command mode (Proc.Signals from
+// StartSignals) and as a service: "hooked start command service", each
+// state as "IGNORED,BLOCKED" in hexadecimal; hooked says whether
+// startEntry ran.
+func signalStates() int {
+	Notify(make(chan os.Signal, 1))
+	r := NewReaper(zerolog.Nop())
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	go r.Run(ctx)
+	start := StartSignals()
+	_, hooked := savedStart()
+	line := []string{strconv.FormatBool(hooked), fmt.Sprintf("%x,%x", start.Ignored, start.Blocked)}
+	for _, sigs := range []*SignalState{&start, nil} {
+		out, w, err := os.Pipe()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		exits := make(chan Exit, 1)
+		p := &Proc{Path: "/bin/cat", Argv: []string{"cat", "/proc/self/status"}, Files: []int{0, int(w.Fd()), 2}, Signals: sigs}
+		_, err = r.Spawn(p, func(e Exit) { exits <- e })
+		w.Close()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		status := readStatus(bufio.NewReader(out))
+		out.Close()
+		if e := exitBy(ctx, exits); e.Code() != 0 {
+			fmt.Fprintln(os.Stderr, "cat:", e)
+			return 1
+		}
+		ign, _ := strconv.ParseUint(status["SigIgn"], 16, 64)
+		blk, _ := strconv.ParseUint(status["SigBlk"], 16, 64)
+		line = append(line, fmt.Sprintf("%x,%x", ign, blk))
+	}
+	fmt.Println(strings.Join(line, " "))
 	return 0
 }
 

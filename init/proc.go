@@ -41,6 +41,13 @@ type Proc struct {
 	// when metad dies.
 	Pdeathsig syscall.Signal
 
+	// Signals, if not nil, is the signal state the child starts with:
+	// those signals ignored and those blocked. nil is the defaults, none
+	// ignored and none blocked, whatever metad was started with. It is
+	// for the command of command mode, which gets StartSignals(); with
+	// any signal ignored, Spawn starts it through a shim (see Shim).
+	Signals *SignalState
+
 	// Cgroup, if not nil, is the cgroup v2 the child starts in (clone3
 	// with CLONE_INTO_CGROUP): it is in it from its first instruction,
 	// before it can fork, and so is everything it forks. See Cgroups.

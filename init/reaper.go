@@ -276,7 +276,7 @@ func (r *Reaper) Spawn(p *Proc, done func(Exit)) (pid int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("cannot start %s: %w", what, err)
 	}
-	pid, err = r.forkExec(p.Path, p.Argv, attr, done)
+	pid, err = r.forkExec(p.Path, p.Argv, attr, p.Signals, done)
 	if err != nil {
 		return 0, fmt.Errorf("cannot start %s: %w", what, err)
 	}
@@ -285,18 +285,19 @@ func (r *Reaper) Spawn(p *Proc, done func(Exit)) (pid int, err error) {
 
 // start is Spawn for any process attributes (tests use namespaces).
 func (r *Reaper) start(path string, argv []string, attr *syscall.ProcAttr, done func(Exit)) (int, error) {
-	pid, err := r.forkExec(path, argv, attr, done)
+	pid, err := r.forkExec(path, argv, attr, nil, done)
 	if err != nil {
 		return 0, fmt.Errorf("cannot start %q: %w", path, err)
 	}
 	return pid, nil
 }
 
-// forkExec starts a process and registers it under waitMu.
-func (r *Reaper) forkExec(path string, argv []string, attr *syscall.ProcAttr, done func(Exit)) (int, error) {
+// forkExec starts a process with the signal state sigs (nil: the
+// defaults) and registers it under waitMu.
+func (r *Reaper) forkExec(path string, argv []string, attr *syscall.ProcAttr, sigs *SignalState, done func(Exit)) (int, error) {
 	r.waitMu.RLock()
 	defer r.waitMu.RUnlock()
-	pid, err := syscall.ForkExec(path, argv, attr)
+	pid, err := forkExecState(path, argv, attr, sigs)
 	if err != nil {
 		return 0, err
 	}
