@@ -6,4 +6,6 @@ package initsys
 // signals on its threads, it saves the signal state the process was
 // started with, for StartSignals. Without it, StartSignals sees only what
 // the runtime left as it was.
+//
+//lint:ignore U1000 the linker's entry point, named by -E only
 func startEntry()
