@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -502,5 +503,67 @@ func TestSpawnWhileChildless(t *testing.T) {
 	}
 	if got := c.wait(t); got.Code() != 0 {
 		t.Errorf("got %v, want exit status 0", got)
+	}
+}
+
+// TestStuckCallback: an exit callback that does not return (against its
+// contract) stops reaping, but neither starting (Spawn) nor Pause, and
+// WaitIdle's error names it.
+func TestStuckCallback(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	p := &Proc{Path: "/bin/true", Argv: []string{"true"}, Files: []int{0, 1, 2}}
+	stuck, err := reaper.Spawn(p, func(Exit) { close(entered); <-release })
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(patience):
+		t.Fatal("no exit")
+	}
+
+	spawned := make(chan error, 1)
+	exits := make(chan Exit, 1)
+	go func() {
+		_, err := reaper.Spawn(p, func(e Exit) { exits <- e })
+		spawned <- err
+	}()
+	select {
+	case err := <-spawned:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(patience):
+		t.Fatal("Spawn blocked by a stuck exit callback")
+	}
+
+	defer func(d time.Duration) { reaper.patience = d }(reaper.patience)
+	reaper.patience = 10 * time.Millisecond
+	paused := make(chan func(), 1)
+	go func() { paused <- reaper.Pause() }()
+	select {
+	case resume := <-paused:
+		resume()
+	case <-time.After(patience):
+		t.Fatal("Pause blocked by a stuck exit callback")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = reaper.WaitIdle(ctx)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", stuck)) {
+		t.Errorf("WaitIdle: got %v, want %v naming process %d", err, context.Canceled, stuck)
+	}
+
+	close(release)
+	released = true
+	if e := await(t, exits); e.Code() != 0 {
+		t.Errorf("got %v, want exit status 0", e)
 	}
 }

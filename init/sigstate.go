@@ -202,8 +202,9 @@ func runShim(spec string, args []string) int {
 }
 
 // forkExecState is syscall.ForkExec for a child that must start with the
-// signal state want (nil: the defaults). It assumes r.waitMu held shared:
-// a failed shim is reaped here, as ForkExec reaps a failed child.
+// signal state want (nil: the defaults). On an error, a pid other than 0
+// is a shim that failed, or was killed, and is left for the Reaper to
+// reap: unlike ForkExec, this never waits for a child.
 func forkExecState(path string, argv []string, attr *syscall.ProcAttr, want *SignalState) (int, error) {
 	var s SignalState
 	if want != nil {
@@ -253,15 +254,8 @@ func forkExecShim(path string, argv []string, attr *syscall.ProcAttr, s SignalSt
 		// Timed out, or a shim that died before it could report.
 		unix.Kill(pid, unix.SIGKILL)
 	}
-	var ws unix.WaitStatus
-	for {
-		_, werr := unix.Wait4(pid, &ws, 0, nil)
-		if !errors.Is(werr, unix.EINTR) {
-			break
-		}
-	}
 	if n == len(b) {
-		return 0, syscall.Errno(*(*uint32)(unsafe.Pointer(&b)))
+		return pid, syscall.Errno(*(*uint32)(unsafe.Pointer(&b)))
 	}
-	return 0, fmt.Errorf("signal shim did not execute the program: %v", err)
+	return pid, fmt.Errorf("signal shim did not execute the program: %v", err)
 }
