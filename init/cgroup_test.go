@@ -251,20 +251,26 @@ func TestCgroupDir(t *testing.T) {
 // without a cgroup (BenchmarkSpawn is the first).
 func BenchmarkSpawnCgroup(b *testing.B) {
 	run := func(b *testing.B, cgroup *Cgroup) {
-		exits := make(chan Exit, 1)
 		p := &Proc{Path: "/bin/true", Argv: []string{"true"}, Files: []int{0, 1, 2}, Setsid: true, Cgroup: cgroup}
-		for b.Loop() {
-			if _, err := reaper.Spawn(p, func(e Exit) { exits <- e }); err != nil {
-				b.Fatal(err)
-			}
-			if e := await(b, exits); e.Code() != 0 {
-				b.Fatalf("got %v, want exit status 0", e)
-			}
-		}
+		benchSpawn(b, p)
 	}
 	b.Run("plain", func(b *testing.B) { run(b, nil) })
 	b.Run("cgroup", func(b *testing.B) {
 		cg := testCgroups(b)
 		run(b, testService(b, cg, "bench"))
 	})
+}
+
+// benchSpawn starts p and waits for its exit, b.N times.
+func benchSpawn(b *testing.B, p *Proc) {
+	b.Helper()
+	exits := make(chan Exit, 1)
+	for b.Loop() {
+		if _, err := reaper.Spawn(p, func(e Exit) { exits <- e }); err != nil {
+			b.Fatal(err)
+		}
+		if e := await(b, exits); e.Code() != 0 {
+			b.Fatalf("got %v, want exit status 0", e)
+		}
+	}
 }

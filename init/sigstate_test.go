@@ -88,3 +88,17 @@ func isErrno(err error, want syscall.Errno) bool {
 	e, ok := err.(syscall.Errno)
 	return ok && e == want
 }
+
+// BenchmarkSpawnSignals measures starting /bin/true and reaping it with a
+// signal state of its own: a mask (set on the forking thread) and an
+// ignored signal (through the shim). BenchmarkSpawn is the default.
+func BenchmarkSpawnSignals(b *testing.B) {
+	for name, s := range map[string]SignalState{
+		"mask":   {Blocked: set(syscall.SIGUSR1)},
+		"ignore": {Ignored: set(syscall.SIGHUP)},
+	} {
+		b.Run(name, func(b *testing.B) {
+			benchSpawn(b, &Proc{Path: "/bin/true", Argv: []string{"true"}, Files: []int{0, 1, 2}, Setsid: true, Signals: &s})
+		})
+	}
+}
