@@ -26,8 +26,8 @@ type SignalState struct {
 	Blocked uint64
 }
 
-// Has reports whether sig is in set (Ignored or Blocked).
-func Has(set uint64, sig syscall.Signal) bool {
+// has reports whether sig is in set (Ignored or Blocked).
+func has(set uint64, sig syscall.Signal) bool {
 	return sig >= 1 && sig <= maxSignal && set&(1<<(sig-1)) != 0
 }
 
@@ -98,7 +98,7 @@ func threadMask(set *uint64) (uint64, error) {
 // disposition SIG_IGN, for the program this process executes next.
 func setIgnored(set uint64) error {
 	for sig := syscall.Signal(1); sig <= maxSignal; sig++ {
-		if !Has(set, sig) || sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
+		if !has(set, sig) || sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
 			continue
 		}
 		act := [4]uint64{sigIgn} // SIG_IGN, no flags, an empty mask
@@ -126,7 +126,8 @@ func setIgnored(set uint64) error {
 //     (/proc/self/exe) as a shim, which sets the dispositions and the mask
 //     and executes the program; it reports an exec failure on a pipe, so
 //     that Spawn fails as it would without it. This costs a second exec
-//     (about 1 ms, a Go runtime's start), once, for the command.
+//     and a Go runtime's start (a few milliseconds), once, for the
+//     command.
 //
 // Keeping the command's ignored signals out of Notify instead would leave
 // them ignored in every service too, and would not cover the signals the
@@ -173,11 +174,11 @@ func runShim(spec string, args []string) int {
 	if err == nil && len(args) < 2 {
 		err = errors.New("no program")
 	}
-	report := os.NewFile(uintptr(n[2]), "shim-errors")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "metad: signal shim: %v\n", err)
 		return 126
 	}
+	report := os.NewFile(uintptr(n[2]), "shim-errors")
 	syscall.CloseOnExec(int(n[2]))
 	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
