@@ -106,6 +106,23 @@ func (cg *Cgroups) Service(name string) (*Cgroup, error) {
 	return &Cgroup{dir: dir, fd: fd, kill: cg.kill}, nil
 }
 
+// Services returns the names of the services whose cgroups exist in the
+// subtree, in directory order: after a re-exec, those of services the
+// new configuration may no longer have.
+func (cg *Cgroups) Services() ([]string, error) {
+	entries, err := os.ReadDir(cg.dir)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list cgroup %q: %w", cg.dir, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".service"); ok && e.IsDir() {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
 // Remove removes the subtree's own cgroup. It fails (EBUSY) while any
 // service cgroup is left in it: remove those first.
 func (cg *Cgroups) Remove() error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"syscall"
@@ -272,5 +273,36 @@ func benchSpawn(b *testing.B, p *Proc) {
 		if e := await(b, exits); e.Code() != 0 {
 			b.Fatalf("got %v, want exit status 0", e)
 		}
+	}
+}
+
+// TestCgroupTakeOver: a second Cgroups of the same name, as a re-exec
+// makes, finds the service cgroups and the processes in them.
+func TestCgroupTakeOver(t *testing.T) {
+	cg := testCgroups(t)
+	svc := testService(t, cg, "over")
+	p := helper("sleep")
+	p.Cgroup = svc
+	c := spawn(t, p)
+	if got := c.line(t); got != "ready" {
+		t.Fatalf("got %q, want ready", got)
+	}
+	again, err := NewCgroups(zerolog.Nop(), filepath.Base(cg.Dir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names, err := again.Services(); !slices.Equal(names, []string{"over"}) || err != nil {
+		t.Errorf("Services: got %q, %v, want [over]", names, err)
+	}
+	svc2, err := again.Service("over")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(svc2.FD())
+	if pids, err := svc2.PIDs(); !slices.Equal(pids, []int{c.pid}) || err != nil {
+		t.Errorf("PIDs: got %v, %v, want [%d]", pids, err, c.pid)
+	}
+	if err := again.Remove(); !errors.Is(err, syscall.EBUSY) {
+		t.Errorf("Remove with a service cgroup left: got %v, want EBUSY", err)
 	}
 }
