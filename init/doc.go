@@ -26,11 +26,18 @@
 //     one on. Children must start with default signal dispositions, so
 //     metad never calls signal.Ignore: an ignored disposition survives
 //     exec, while a caught one is reset to the default. Signals metad does
-//     not want are received through Notify and dropped instead.
+//     not want are received through Notify and dropped instead. Spawn
+//     gives every child an empty signal mask, whatever metad was started
+//     with, except the command of command mode, which gets the state metad
+//     was started with (Proc.Signals, StartSignals), through a shim (Shim)
+//     when that state ignores signals.
+//   - Cgroups: a cgroup v2 per service where metad can create one
+//     (NewCgroups), which children start in (Proc.Cgroup) and which lists
+//     and kills every process of a service, whatever its session.
 //   - PID 1: SetSubreaper, MachineInit, MountEssentials, KillAll, Drain and
 //     Finish.
 //
-// What it does not own: services, their state, restarts and backoff
-// (package supervise), and the configuration. It imports no other package
-// of metad.
+// What it does not own: services, their state, restarts and backoff, and
+// when a service's processes are stopped (package supervise), and the
+// configuration. It imports no other package of metad.
 package initsys

@@ -37,6 +37,7 @@ const drainGrace = 200 * time.Millisecond
 var reaper *Reaper
 
 func TestMain(m *testing.M) {
+	Shim() // as metad's main does: a shim execs its program here
 	if name := os.Getenv(helperEnv); name != "" {
 		os.Exit(runHelper(name, os.Args[1:]))
 	}
@@ -99,6 +100,10 @@ func runHelper(name string, args []string) int {
 		return foregroundParent()
 	case "foreground-child":
 		return foregroundChild()
+	case "setsid-fork":
+		return setsidFork()
+	case "signal-states":
+		return signalStates()
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
 	return 2
@@ -122,6 +127,67 @@ func doubleForkHelper() int {
 		return 1
 	}
 	fmt.Println(pid)
+	return 0
+}
+
+// signalStates does what metad does first (Notify), then prints the
+// signal state it was started with and those that cat /proc/self/status
+// saw, started as the command of command mode (Proc.Signals from
+// StartSignals) and as a service: "hooked start command service", each
+// state as "IGNORED,BLOCKED" in hexadecimal; hooked says whether
+// startEntry ran.
+func signalStates() int {
+	Notify(make(chan os.Signal, 1))
+	r := NewReaper(zerolog.Nop())
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	go r.Run(ctx)
+	start := StartSignals()
+	_, hooked := savedStart()
+	line := []string{strconv.FormatBool(hooked), fmt.Sprintf("%x,%x", start.Ignored, start.Blocked)}
+	for _, sigs := range []*SignalState{&start, nil} {
+		out, w, err := os.Pipe()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		exits := make(chan Exit, 1)
+		p := &Proc{Path: "/bin/cat", Argv: []string{"cat", "/proc/self/status"}, Files: []int{0, int(w.Fd()), 2}, Signals: sigs}
+		_, err = r.Spawn(p, func(e Exit) { exits <- e })
+		w.Close()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		status := readStatus(bufio.NewReader(out))
+		out.Close()
+		if e := exitBy(ctx, exits); e.Code() != 0 {
+			fmt.Fprintln(os.Stderr, "cat:", e)
+			return 1
+		}
+		ign, _ := strconv.ParseUint(status["SigIgn"], 16, 64)
+		blk, _ := strconv.ParseUint(status["SigBlk"], 16, 64)
+		line = append(line, fmt.Sprintf("%x,%x", ign, blk))
+	}
+	fmt.Println(strings.Join(line, " "))
+	return 0
+}
+
+// setsidFork starts the helper sleep in a session of its own, prints its
+// pid, and sleeps until killed: a service's process that escaped its
+// process group and session.
+func setsidFork() int {
+	p := helper("sleep")
+	p.Files = []int{0, 2, 2}
+	p.Setsid = true
+	attr, _ := p.attr()
+	pid, err := syscall.ForkExec(p.Path, p.Argv, attr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(pid)
+	pauseForever()
 	return 0
 }
 
@@ -296,7 +362,7 @@ func mounts(root string) int {
 	if err := os.Mkdir(plain, 0o755); err != nil {
 		problems = append(problems, err.Error())
 	}
-	want := map[string]bool{"proc": true, "sys": true, "dev": true, "run": true, "plain": false}
+	want := map[string]bool{"proc": true, "sys": true, "dev": true, "run": true, "sys/fs/cgroup": true, "plain": false}
 	for dir, mounted := range want {
 		got, err := isMountPoint(filepath.Join(root, dir))
 		if err != nil || got != mounted {
@@ -307,7 +373,7 @@ func mounts(root string) int {
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
-	for _, dir := range []string{"proc", "sys", "dev", "run"} {
+	for _, dir := range []string{"proc", "sys", "dev", "run", "sys/fs/cgroup"} {
 		if n := strings.Count(string(info), " "+filepath.Join(root, dir)+" "); n != 1 {
 			problems = append(problems, fmt.Sprintf("%s: mounted %d times, want 1", dir, n))
 		}
@@ -449,7 +515,7 @@ func (c *child) wait(t *testing.T) Exit {
 }
 
 // await returns the next exit from exits, failing the test after patience.
-func await(t *testing.T, exits <-chan Exit) Exit {
+func await(t testing.TB, exits <-chan Exit) Exit {
 	t.Helper()
 	select {
 	case e := <-exits:

@@ -56,11 +56,15 @@ var essentials = []mount{
 	{"sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 	{"dev", "devtmpfs", unix.MS_NOSUID | unix.MS_STRICTATIME, "mode=0755"},
 	{"run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_STRICTATIME, "mode=0755"},
+	// The cgroup v2 hierarchy, for a cgroup per service (NewCgroups).
+	// Without nsdelegate, an option of the whole hierarchy that a test in
+	// a mount namespace would change for the machine.
+	{"sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME, ""},
 }
 
-// MountEssentials mounts /proc (proc), /sys (sysfs), /dev (devtmpfs) and
-// /run (tmpfs, mode 0755) where each is not a mount point already, creating
-// the directory if it is missing. It tries every one and returns every
+// MountEssentials mounts /proc (proc), /sys (sysfs), /dev (devtmpfs), /run
+// (tmpfs, mode 0755) and /sys/fs/cgroup (cgroup2) where each is not a
+// mount point already, creating the directory if it is missing. It tries every one and returns every
 // error, joined. It is for PID 1 of the machine.
 func MountEssentials() error {
 	return mountUnder("/")

@@ -40,6 +40,18 @@ type Proc struct {
 	// locked to it, which metad never does, so in practice it is sent
 	// when metad dies.
 	Pdeathsig syscall.Signal
+
+	// Signals, if not nil, is the signal state the child starts with:
+	// those signals ignored and those blocked. nil is the defaults, none
+	// ignored and none blocked, whatever metad was started with. It is
+	// for the command of command mode, which gets StartSignals(); with
+	// any signal ignored, Spawn starts it through a shim (see Shim).
+	Signals *SignalState
+
+	// Cgroup, if not nil, is the cgroup v2 the child starts in (clone3
+	// with CLONE_INTO_CGROUP): it is in it from its first instruction,
+	// before it can fork, and so is everything it forks. See Cgroups.
+	Cgroup *Cgroup
 }
 
 // attr translates p for syscall.ForkExec.
@@ -62,6 +74,13 @@ func (p *Proc) attr() (*syscall.ProcAttr, error) {
 		Credential: p.Cred,
 		Setsid:     p.Setsid,
 		Pdeathsig:  p.Pdeathsig,
+	}
+	if p.Cgroup != nil {
+		if p.Cgroup.fd < 0 {
+			return nil, fmt.Errorf("cgroup %q removed", p.Cgroup.dir)
+		}
+		sys.UseCgroupFD = true
+		sys.CgroupFD = p.Cgroup.fd
 	}
 	if p.Foreground {
 		sys.Setpgid = true

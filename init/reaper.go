@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -36,11 +37,12 @@ const recentExits = 64
 // was re-parented to it (a `docker exec` whose parent went away), the one
 // way a child can appear without either.
 type Reaper struct {
-	log     zerolog.Logger
-	recheck time.Duration // childlessRecheck; tests that must see every wake-up set it longer
-	poke    chan struct{} // asks Run for a pass; see WaitIdle
-	ended   chan struct{} // from watch: a child has ended
-	more    chan struct{} // to watch: a pass is done, wait for the next end
+	log      zerolog.Logger
+	recheck  time.Duration // childlessRecheck; tests that must see every wake-up set it longer
+	patience time.Duration // pausePatience; tests set it shorter
+	poke     chan struct{} // asks Run for a pass; see WaitIdle
+	ended    chan struct{} // from watch: a child has ended
+	more     chan struct{} // to watch: a pass is done, wait for the next end
 
 	// waitMu orders registration against reaping. Spawn and Adopt hold it
 	// shared from before the fork (or the parentage check) until the pid
@@ -61,7 +63,19 @@ type Reaper struct {
 	passed    chan struct{}      // closed and replaced when a pass finishes
 	added     uint64             // children registered so far
 	childless bool               // watch is idle, with no child to watch: a registration must send it back
+
+	// The exit being delivered, if any: its callback runs on Run's
+	// goroutine outside waitMu, so that a slow or stuck one delays
+	// neither Spawn nor Adopt, and Pause waits for it, up to
+	// pausePatience.
+	delivering Exit          // PID 0: none
+	delivered  chan struct{} // made by a waiter, closed when the delivery ends
 }
+
+// pausePatience bounds how long Pause waits for an exit callback that
+// has not returned: callbacks must not block, so one that takes this
+// long is stuck, and is logged.
+const pausePatience = 5 * time.Second
 
 // childlessRecheck is how often Run looks for children while it has none
 // (see Reaper).
@@ -71,13 +85,14 @@ const childlessRecheck = time.Second
 // child starts.
 func NewReaper(log zerolog.Logger) *Reaper {
 	r := &Reaper{
-		log:     log,
-		recheck: childlessRecheck,
-		poke:    make(chan struct{}, 1),
-		ended:   make(chan struct{}, 1),
-		more:    make(chan struct{}, 1),
-		owners:  make(map[int]func(Exit)),
-		passed:  make(chan struct{}),
+		log:      log,
+		recheck:  childlessRecheck,
+		patience: pausePatience,
+		poke:     make(chan struct{}, 1),
+		ended:    make(chan struct{}, 1),
+		more:     make(chan struct{}, 1),
+		owners:   make(map[int]func(Exit)),
+		passed:   make(chan struct{}),
 	}
 	DefaultReserved()
 	return r
@@ -193,10 +208,31 @@ func (r *Reaper) pass() (childless bool) {
 }
 
 // reapOne reaps one child if one has ended and delivers its exit to its
-// owner, still under waitMu so that Pause knows every exit reaped before
-// it has been delivered. An unknown child is counted and remembered for
-// Adopt. A zero PID means that children are left but none has ended.
+// owner. An unknown child is counted and remembered for Adopt. A zero PID
+// means that children are left but none has ended.
 func (r *Reaper) reapOne() (Exit, error) {
+	e, done, err := r.reap()
+	if err != nil || e.PID == 0 {
+		return e, err
+	}
+	if done == nil {
+		r.log.Debug().Int("pid", e.PID).Stringer("status", e).Msg("reaped orphan")
+		return e, nil
+	}
+	done(e)
+	r.mu.Lock()
+	r.delivering = Exit{}
+	if r.delivered != nil {
+		close(r.delivered)
+		r.delivered = nil
+	}
+	r.mu.Unlock()
+	return e, nil
+}
+
+// reap reaps one child under waitMu, and returns its exit and its owner,
+// marked as being delivered (see Pause), or nil for an unknown child.
+func (r *Reaper) reap() (Exit, func(Exit), error) {
 	r.waitMu.Lock()
 	defer r.waitMu.Unlock()
 	var ws unix.WaitStatus
@@ -205,35 +241,49 @@ func (r *Reaper) reapOne() (Exit, error) {
 		pid, err = unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 	}
 	if err != nil || pid <= 0 {
-		return Exit{}, err
+		return Exit{}, nil, err
 	}
 	e := Exit{PID: pid, Status: ws, Time: time.Now()}
 
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	done, ok := r.owners[pid]
-	if ok {
-		delete(r.owners, pid)
-	} else {
+	if !ok {
 		r.orphans++
 		r.remember(e)
+		return e, nil, nil
 	}
-	r.mu.Unlock()
-	if done != nil {
-		done(e)
-	} else if !ok {
-		r.log.Debug().Int("pid", e.PID).Stringer("status", e).Msg("reaped orphan")
-	}
-	return e, nil
+	delete(r.owners, pid)
+	r.delivering = e
+	return e, done, nil
 }
 
 // Pause stops reaping and starting until the returned function is called:
 // for handing metad's children over to a new image of metad (re-exec),
 // whose reaper must find every child that has not been delivered yet
 // still unreaped. Every exit reaped before Pause returns has been
-// delivered to its owner. Spawn and Adopt block while paused: the caller
-// must make sure that nothing it waits for calls them.
+// delivered to its owner, unless its callback has not returned after
+// pausePatience: Pause logs that one and returns without it. Spawn and
+// Adopt block while paused: the caller must make sure that nothing it
+// waits for calls them.
 func (r *Reaper) Pause() (resume func()) {
 	r.waitMu.Lock()
+	r.mu.Lock()
+	e := r.delivering
+	if e.PID != 0 && r.delivered == nil {
+		r.delivered = make(chan struct{})
+	}
+	delivered := r.delivered
+	r.mu.Unlock()
+	if e.PID != 0 {
+		t := time.NewTimer(r.patience)
+		select {
+		case <-delivered:
+		case <-t.C:
+			r.log.Error().Int("pid", e.PID).Stringer("status", e).Dur("waited", r.patience).Msg("exit callback stuck: pausing without it")
+		}
+		t.Stop()
+	}
 	return r.waitMu.Unlock
 }
 
@@ -262,31 +312,57 @@ func (r *Reaper) forget(pid int) (Exit, bool) {
 // Spawn starts p and registers its pid in one step, under the lock the
 // reaper takes around wait4, so that an exit can never be reaped before its
 // owner is known. done (if not nil) is called exactly once, from Run's
-// goroutine, with the exit; it must not block. Spawn returns once the
+// goroutine, outside any lock, with the exit; it must not block: Run
+// reaps nothing until it returns (it may call Spawn and Adopt, though,
+// but not while Pause holds the reaper). Spawn returns once the
 // program has been executed (it does not wait for it); an exec failure
 // (ENOENT, EACCES, ENOEXEC...) is returned as an error that wraps the
 // errno. Spawn is safe for concurrent use.
 func (r *Reaper) Spawn(p *Proc, done func(Exit)) (pid int, err error) {
+	what := strconv.Quote(p.Path)
+	if p.Cgroup != nil {
+		what += " in cgroup " + strconv.Quote(p.Cgroup.dir)
+	}
 	attr, err := p.attr()
 	if err != nil {
-		return 0, fmt.Errorf("cannot start %q: %w", p.Path, err)
+		return 0, fmt.Errorf("cannot start %s: %w", what, err)
 	}
-	return r.start(p.Path, p.Argv, attr, done)
+	pid, err = r.forkExec(p.Path, p.Argv, attr, p.Signals, done)
+	if err != nil {
+		return 0, fmt.Errorf("cannot start %s: %w", what, err)
+	}
+	return pid, nil
 }
 
 // start is Spawn for any process attributes (tests use namespaces).
 func (r *Reaper) start(path string, argv []string, attr *syscall.ProcAttr, done func(Exit)) (int, error) {
-	r.waitMu.RLock()
-	defer r.waitMu.RUnlock()
-	pid, err := syscall.ForkExec(path, argv, attr)
+	pid, err := r.forkExec(path, argv, attr, nil, done)
 	if err != nil {
 		return 0, fmt.Errorf("cannot start %q: %w", path, err)
+	}
+	return pid, nil
+}
+
+// forkExec starts a process with the signal state sigs (nil: the
+// defaults) and registers it under waitMu.
+func (r *Reaper) forkExec(path string, argv []string, attr *syscall.ProcAttr, sigs *SignalState, done func(Exit)) (int, error) {
+	r.waitMu.RLock()
+	defer r.waitMu.RUnlock()
+	pid, err := forkExecState(path, argv, attr, sigs)
+	if err != nil && pid == 0 {
+		return 0, err
+	}
+	if err != nil {
+		done = nil // a failed shim: reap it, report nothing
 	}
 	r.mu.Lock()
 	wake := r.register(pid, done)
 	r.mu.Unlock()
 	if wake {
 		nudge(r.more)
+	}
+	if err != nil {
+		return 0, err
 	}
 	return pid, nil
 }
@@ -392,9 +468,20 @@ func (r *Reaper) WaitIdle(ctx context.Context) error {
 		select {
 		case <-passed:
 		case <-ctx.Done():
-			return ctx.Err()
+			return r.stuck(ctx.Err())
 		}
 	}
+}
+
+// stuck adds to err the exit whose callback has not returned, if any.
+func (r *Reaper) stuck(err error) error {
+	r.mu.Lock()
+	e := r.delivering
+	r.mu.Unlock()
+	if e.PID == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (the exit callback of process %d, reaped %v ago, has not returned)", err, e.PID, time.Since(e.Time).Round(time.Millisecond))
 }
 
 // Drain ends every other process in metad's PID namespace, for the end of

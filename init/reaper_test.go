@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -334,11 +335,20 @@ func TestCloseOnExecAll(t *testing.T) {
 	}
 }
 
-// TestChildSignals: a child starts with an empty signal mask and no
-// ignored signal, though the test process has handlers for most and the
-// Go runtime blocks signals around fork.
+// TestChildSignals: a child of metad starts with an empty signal mask and
+// no ignored signal, though metad has handlers for most and the Go runtime
+// blocks signals around fork, and whatever the test itself was started
+// with (SIGHUP ignored under nohup, SIGINT and SIGQUIT in a background
+// job): the helper does what metad does first, Notify, and then starts
+// cat /proc/self/status. (The test process itself calls no Notify, so its
+// own children keep SIGHUP and SIGINT ignored if it was started so: the Go
+// runtime leaves those two alone.)
 func TestChildSignals(t *testing.T) {
-	status := procStatus(t, &Proc{})
+	c := spawn(t, helper("notify-then-status"))
+	status := readStatus(c.out)
+	if e := c.wait(t); e.Code() != 0 {
+		t.Fatalf("got %v, want exit status 0", e)
+	}
 	for _, field := range []string{"SigBlk", "SigIgn"} {
 		if mask, err := strconv.ParseUint(status[field], 16, 64); mask != 0 || err != nil {
 			t.Errorf("%s: got %q, want 0", field, status[field])
@@ -476,7 +486,7 @@ func BenchmarkSpawn(b *testing.B) {
 }
 
 // ctxFor returns a context done after patience or at the end of the test.
-func ctxFor(t *testing.T) context.Context {
+func ctxFor(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	t.Cleanup(cancel)
 	return ctx
@@ -493,5 +503,67 @@ func TestSpawnWhileChildless(t *testing.T) {
 	}
 	if got := c.wait(t); got.Code() != 0 {
 		t.Errorf("got %v, want exit status 0", got)
+	}
+}
+
+// TestStuckCallback: an exit callback that does not return (against its
+// contract) stops reaping, but neither starting (Spawn) nor Pause, and
+// WaitIdle's error names it.
+func TestStuckCallback(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	p := &Proc{Path: "/bin/true", Argv: []string{"true"}, Files: []int{0, 1, 2}}
+	stuck, err := reaper.Spawn(p, func(Exit) { close(entered); <-release })
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(patience):
+		t.Fatal("no exit")
+	}
+
+	spawned := make(chan error, 1)
+	exits := make(chan Exit, 1)
+	go func() {
+		_, err := reaper.Spawn(p, func(e Exit) { exits <- e })
+		spawned <- err
+	}()
+	select {
+	case err := <-spawned:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(patience):
+		t.Fatal("Spawn blocked by a stuck exit callback")
+	}
+
+	defer func(d time.Duration) { reaper.patience = d }(reaper.patience)
+	reaper.patience = 10 * time.Millisecond
+	paused := make(chan func(), 1)
+	go func() { paused <- reaper.Pause() }()
+	select {
+	case resume := <-paused:
+		resume()
+	case <-time.After(patience):
+		t.Fatal("Pause blocked by a stuck exit callback")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = reaper.WaitIdle(ctx)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", stuck)) {
+		t.Errorf("WaitIdle: got %v, want %v naming process %d", err, context.Canceled, stuck)
+	}
+
+	close(release)
+	released = true
+	if e := await(t, exits); e.Code() != 0 {
+		t.Errorf("got %v, want exit status 0", e)
 	}
 }

@@ -161,6 +161,7 @@ func fault(sig syscall.Signal) bool {
 // still crashes metad as the Go runtime sees fit. Catching them means that
 // "kill -SEGV 1" cannot bring down a machine or a container.
 func Notify(ch chan<- os.Signal) {
+	StartSignals() // before Notify changes it
 	var sigs []os.Signal
 	for sig := syscall.Signal(1); sig <= maxSignal; sig++ {
 		switch {
@@ -216,6 +217,7 @@ const sigIgn = 1
 // dispositions. Go itself does not use them in a static binary, and a
 // default action is what a fresh process has anyway. NewReaper calls it.
 func DefaultReserved() {
+	StartSignals() // before this changes it
 	for sig := syscall.Signal(32); sig <= 34; sig++ {
 		if !ignored(sig) {
 			continue
