@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -74,7 +75,7 @@ func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("metad", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.Conf, "f", envOr("METAD_CONF", "/etc/metad.conf"), "the config `FILE` (default: $METAD_CONF, else /etc/metad.conf)")
+	fs.StringVar(&o.Conf, "f", cmp.Or(os.Getenv("METAD_CONF"), "/etc/metad.conf"), "the config `FILE` (default: $METAD_CONF, else /etc/metad.conf)")
 	fs.BoolVar(&o.check, "n", false, "check the config and exit")
 	fs.BoolVar(&o.verbose, "v", false, "with -n: print the effective config")
 	fs.StringVar(&o.Socket, "s", netctl.DefaultSocket(), "the control `SOCKET` (default: $METAD_SOCKET, else /run/metad.sock as root, else $XDG_RUNTIME_DIR/metad.sock, else /tmp/metad-$UID.sock)")
@@ -129,13 +130,6 @@ func parseOptions(args []string) (*options, error) {
 	return o, nil
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
 // newLogger logs to stderr: console format on a terminal, JSON otherwise,
 // unless format says which.
 func newLogger(format, level string) zerolog.Logger {
@@ -175,14 +169,7 @@ func isTerminal(fd int) bool {
 	return err == nil
 }
 
-// defaultPath is the PATH metad uses when it has none: the kernel starts
-// PID 1 without one.
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 func runDaemon(args []string) int {
-	if os.Getenv("PATH") == "" {
-		os.Setenv("PATH", defaultPath)
-	}
 	o, err := parseOptions(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -204,15 +191,12 @@ func runDaemon(args []string) int {
 // check is metad -n: validate the config, print it with -v.
 func check(o *options) int {
 	svcs, err := conffmt.Load(o.Conf, nil)
+	if err == nil && o.verbose {
+		err = conffmt.Print(os.Stdout, svcs)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return daemon.ExitFail
-	}
-	if o.verbose {
-		if err := conffmt.Print(os.Stdout, svcs); err != nil {
-			fmt.Fprintf(os.Stderr, "metad: cannot print config: %v\n", err)
-			return daemon.ExitFail
-		}
 	}
 	return daemon.ExitOK
 }
@@ -229,8 +213,8 @@ func (s system) Shutdown(f initsys.Final) { s.Daemon.Shutdown(f) }
 // network control is logged and leaves the local socket serving.
 func controlServers(o *options, log zerolog.Logger) func(*daemon.Daemon, daemon.ControlFDs) (daemon.Control, error) {
 	return func(d *daemon.Daemon, fds daemon.ControlFDs) (daemon.Control, error) {
-		host, _ := os.Hostname()
-		h := &netctl.Handler{Controller: d.Controller(), System: system{d}, Version: version, Hostname: host, Machine: d.Machine()}
+		h := &netctl.Handler{Controller: d.Controller(), System: system{d}, Version: version, Machine: d.Machine()}
+		h.Hostname, _ = os.Hostname()
 		var local *netctl.Local
 		var err error
 		if fds.Local >= 0 {

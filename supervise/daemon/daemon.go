@@ -23,18 +23,20 @@ import (
 // what it waits for has happened.
 const (
 	// shutdownSlack is how long a shutdown may take beyond the stop
-	// timeout: SIGKILL is final, so only reaping remains after it.
+	// timeout: SIGKILL is final, so only reaping remains after it. The
+	// end of it is kept for the supervisor to return once its deadline
+	// has passed (returnGrace) and for control to close (closeGrace).
 	shutdownSlack = 2 * time.Second
+	returnGrace   = 250 * time.Millisecond
+	closeGrace    = 500 * time.Millisecond
 	// stopQuiesce bounds the wait, when the shutdown begins, for the
 	// control requests being answered; it counts in the shutdown's bound.
 	stopQuiesce = time.Second
 	// quiesceTimeout bounds the same wait before a re-exec; a request
 	// still unanswered after it is cut off by the exec.
 	quiesceTimeout = 5 * time.Second
-	// returnGrace is how long metad waits, at the end of a shutdown,
-	// for the supervisor to return once its deadline has passed.
-	returnGrace = 250 * time.Millisecond
-	// closeLimit bounds the wait for the control servers to close.
+	// closeLimit bounds the wait for the control servers to close when
+	// metad cannot start.
 	closeLimit = time.Second
 	// probeTimeout bounds the connection to a control socket that may
 	// belong to another metad.
@@ -249,7 +251,7 @@ func (d *Daemon) start() (int, bool) {
 		}
 		if err != nil {
 			fmt.Fprintln(d.cfg.Stderr, err)
-			d.closeControl()
+			d.closeControl(time.Now().Add(closeLimit))
 			return ExitFail, false
 		}
 		services = len(svcs)
@@ -336,7 +338,8 @@ func (d *Daemon) mode() initsys.Mode {
 // whatever is stuck; then control closes.
 func (d *Daemon) stop(why cause) {
 	d.set(Stopping, why.msg, why.fields...)
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.StopTimeout+shutdownSlack)
+	end := time.Now().Add(d.cfg.StopTimeout + shutdownSlack)
+	ctx, cancel := context.WithDeadline(context.Background(), end.Add(-closeGrace))
 	defer cancel()
 	qctx, qcancel := context.WithTimeout(ctx, stopQuiesce)
 	d.quiesce(qctx, "shutting down")()
@@ -344,7 +347,7 @@ func (d *Daemon) stop(why cause) {
 
 	// The supervisor's deadline comes a little before metad's, so that
 	// what it says of a service that is stuck is heard.
-	sctx, scancel := context.WithTimeout(ctx, d.cfg.StopTimeout+shutdownSlack-returnGrace)
+	sctx, scancel := context.WithDeadline(ctx, end.Add(-closeGrace-returnGrace))
 	defer scancel()
 	result := make(chan error, 1)
 	go func() { result <- d.cfg.Supervisor.Shutdown(sctx) }()
@@ -379,7 +382,7 @@ func (d *Daemon) stop(why cause) {
 			stopped, d.cmd.pid = nil, 0
 		}
 	}
-	d.closeControl()
+	d.closeControl(end)
 }
 
 // quiesce quiesces the control servers until ctx is done, and returns
@@ -403,9 +406,8 @@ func (d *Daemon) quiesce(ctx context.Context, doing string) (resume func()) {
 	}
 }
 
-// closeControl closes the control servers, waiting for them at most
-// closeLimit.
-func (d *Daemon) closeControl() {
+// closeControl closes the control servers, waiting for them until end.
+func (d *Daemon) closeControl(end time.Time) {
 	if d.ctl.Close == nil {
 		return
 	}
@@ -414,7 +416,7 @@ func (d *Daemon) closeControl() {
 		d.ctl.Close()
 		close(closed)
 	}()
-	timer := time.NewTimer(closeLimit)
+	timer := time.NewTimer(time.Until(end))
 	defer timer.Stop()
 	select {
 	case <-closed:

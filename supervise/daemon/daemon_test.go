@@ -178,26 +178,34 @@ func TestReloadErrorLogged(t *testing.T) {
 	})
 }
 
-// TestShutdownBounded: a supervisor that never returns does not keep
-// metad: it exits at the stop timeout plus the slack, and says why.
+// TestShutdownBounded: a supervisor that never returns, or control that
+// does not close, does not keep metad: it exits at the stop timeout plus
+// the slack at the latest, and says what was stuck.
 func TestShutdownBounded(t *testing.T) {
 	for _, tt := range []struct {
-		name     string
-		shutdown func(ctx context.Context, stuck <-chan struct{}) error
-		want     string
+		name  string
+		stick func(r *rig, stuck <-chan struct{})
+		msg   string // of the error logged
+		want  string // in it or in its error
 	}{
-		{"stuck", func(ctx context.Context, stuck <-chan struct{}) error { <-stuck; return nil }, "the supervisor did not return"},
-		{"late", func(ctx context.Context, _ <-chan struct{}) error {
-			<-ctx.Done()
-			return errors.New(`cannot stop service "wedged": no answer`)
-		}, `"wedged"`},
+		{"supervisor stuck", func(r *rig, stuck <-chan struct{}) {
+			r.sup.shutdown = func(context.Context) error { <-stuck; return nil }
+		}, "cannot stop every service in time", "the supervisor did not return"},
+		{"service stuck", func(r *rig, _ <-chan struct{}) {
+			r.sup.shutdown = func(ctx context.Context) error {
+				<-ctx.Done()
+				return errors.New(`cannot stop service "wedged": no answer`)
+			}
+		}, "cannot stop every service in time", `"wedged"`},
+		{"control stuck", func(r *rig, stuck <-chan struct{}) { r.closing = func() { <-stuck } },
+			"cannot close control in time", "control"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				r := newRig(t)
 				stuck := make(chan struct{})
 				defer close(stuck) // let the bubble end
-				r.sup.shutdown = func(ctx context.Context) error { return tt.shutdown(ctx, stuck) }
+				tt.stick(r, stuck)
 				r.run()
 				synctest.Wait()
 				began := time.Now()
@@ -206,13 +214,12 @@ func TestShutdownBounded(t *testing.T) {
 				if took, bound := time.Since(began), r.d.cfg.StopTimeout+shutdownSlack; took > bound {
 					t.Errorf("took %v, want at most %v", took, bound)
 				}
-				ev := r.log.events("cannot stop every service in time")
+				ev := r.log.events(tt.msg)
 				if len(ev) != 1 || ev[0]["level"] != "error" {
-					t.Fatalf("got %v, want one error", ev)
+					t.Fatalf("got %v, want one error %q; log:\n%s", ev, tt.msg, r.log)
 				}
 				said, _ := ev[0]["error"].(string)
-				said = ev[0]["message"].(string) + ": " + said
-				if !strings.Contains(said, tt.want) {
+				if said = ev[0]["message"].(string) + ": " + said; !strings.Contains(said, tt.want) {
 					t.Errorf("got %q, want it to say %q", said, tt.want)
 				}
 				if len(r.log.events("metad stopped")) != 1 {
@@ -375,8 +382,16 @@ func TestRefuseToRunTwice(t *testing.T) {
 	}
 	r := newRig(t)
 	r.d.cfg.Socket = sock
-	if status, _ := r.d.Run(); status != 1 {
-		t.Errorf("got status %d, want 1", status)
+	r.run()
+	select {
+	case res := <-r.result:
+		if res[0] != 1 {
+			t.Errorf("got status %d, want 1", res[0])
+		}
+	case <-time.After(10 * time.Second): // a deadline: Run returns at once or never
+		r.sigs <- syscall.SIGTERM
+		r.wait(t)
+		t.Error("metad started beside a live one")
 	}
 	if calls := r.sup.called(); len(calls) != 0 {
 		t.Errorf("got calls %v, want nothing started", calls)

@@ -207,6 +207,7 @@ type rig struct {
 	sigs    chan os.Signal
 	log     *logs
 	badConf bool        // the config file has an error
+	closing func()      // what closing control does, besides being recorded
 	result  chan [2]int // Run's status and final
 }
 
@@ -220,7 +221,12 @@ func newRig(t *testing.T, cmd ...string) *rig {
 		Signals: r.sigs, Procs: r.procs, Supervisor: r.sup, Stderr: r.log,
 		Control: func(d *Daemon, fds ControlFDs) (Control, error) {
 			r.sup.record("control")
-			return Control{Local: r.local, Network: r.network, Close: func() { r.sup.record("close control") }}, nil
+			return Control{Local: r.local, Network: r.network, Close: func() {
+				r.sup.record("close control")
+				if r.closing != nil {
+					r.closing()
+				}
+			}}, nil
 		},
 	})
 	r.d.load = func(path string) ([]conffmt.Service, error) {

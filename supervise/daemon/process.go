@@ -10,6 +10,10 @@ import (
 	"metad/supervise"
 )
 
+// defaultPath is the PATH metad uses when it has none: the kernel starts
+// PID 1 without one.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // Main runs metad as a daemon in this process: it takes what a previous
 // image handed over, sets the process up (signals, reaper, subreaper; as
 // PID 1 of a machine, the essential mounts), runs a Daemon, and at the
@@ -17,6 +21,9 @@ import (
 // status; as PID 1 of a machine it never returns. control makes the
 // control servers (see Config.Control).
 func Main(o Options, log zerolog.Logger, control func(*Daemon, ControlFDs) (Control, error)) int {
+	if os.Getenv("PATH") == "" {
+		os.Setenv("PATH", defaultPath)
+	}
 	// Take the state and the sockets handed to metad, then let no other
 	// inherited descriptor reach a child.
 	handed, err := Take()
