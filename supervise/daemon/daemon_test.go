@@ -372,6 +372,28 @@ func TestReexecFailsUndone(t *testing.T) {
 	}
 }
 
+// TestShutdownBeforeReexec: a shutdown asked while a re-exec was waiting
+// for control to quiesce is not lost in the exec: it comes first.
+func TestShutdownBeforeReexec(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.run()
+		synctest.Wait()
+		r.d.check = func(string) (Answer, error) { return parseAnswer(answer()) }
+		if err := r.d.CheckReexec(); err != nil {
+			t.Fatal(err)
+		}
+		r.local.quiescing = func() { r.d.Shutdown(initsys.Halt) }
+		r.d.Reexec()
+		if _, final := r.wait(t); final != initsys.Halt {
+			t.Errorf("got final %v, want halt", final)
+		}
+		if r.sup.has("handover") {
+			t.Errorf("got calls %v, want no hand-over", r.sup.called())
+		}
+	})
+}
+
 // TestRefuseToRunTwice: with a live metad on the control socket, metad
 // exits 1 and starts nothing; a socket nobody answers is no obstacle.
 func TestRefuseToRunTwice(t *testing.T) {

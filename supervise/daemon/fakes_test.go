@@ -146,13 +146,17 @@ func (f *fakeProcs) exit(code int) {
 // fakeServer is a control server; it records its quiesces in sup's calls,
 // to check their order against the supervisor's.
 type fakeServer struct {
-	name    string
-	sup     *fakeSup
-	resumed int
+	name      string
+	sup       *fakeSup
+	resumed   int
+	quiescing func() // called by Quiesce, if set: what happens meanwhile
 }
 
 func (s *fakeServer) Quiesce(ctx context.Context) (func(), error) {
 	s.sup.record("quiesce " + s.name)
+	if s.quiescing != nil {
+		s.quiescing()
+	}
 	return func() {
 		s.sup.mu.Lock()
 		s.resumed++

@@ -38,6 +38,10 @@ func (d *Daemon) handOver(version int, takesNetwork bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), quiesceTimeout)
 	defer cancel()
 	resumeControl := d.quiesce(ctx, "re-executing")
+	if len(d.finals) > 0 { // a shutdown asked before control was quiesced comes first
+		resumeControl()
+		return fmt.Errorf("cannot re-execute: %w", ErrStopping)
+	}
 	// No reload may change the services while they are handed over.
 	d.reloading.Lock()
 	defer d.reloading.Unlock()
