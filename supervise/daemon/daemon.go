@@ -246,11 +246,12 @@ func (d *Daemon) start() (int, bool) {
 		d.log.Info().Int("instances", instances).Int("sockets", sockets).Int("state_version", h.Version).Msg("took over from the previous metad")
 	} else {
 		svcs, err := d.loadConfig()
-		if err == nil {
-			err = d.cfg.Supervisor.Load(svcs)
+		if err != nil {
+			fmt.Fprintln(d.cfg.Stderr, err) // FILE:LINE:COL lines, as metad -n prints them
+		} else if err = d.cfg.Supervisor.Load(svcs); err != nil {
+			d.log.Error().Err(err).Msg("cannot load services")
 		}
 		if err != nil {
-			fmt.Fprintln(d.cfg.Stderr, err)
 			d.closeControl(time.Now().Add(closeLimit))
 			return ExitFail, false
 		}

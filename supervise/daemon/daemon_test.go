@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"metad/init"
+	"metad/supervise"
 )
 
 func TestPhases(t *testing.T) {
@@ -434,5 +435,62 @@ func TestRefuseToRunTwice(t *testing.T) {
 	r.sigs <- syscall.SIGTERM
 	if status, _ := r.wait(t); status != 0 || !r.sup.has("control") || !r.sup.has("load") {
 		t.Errorf("stale socket: got status %d, calls %v; want 0, control and services started", status, r.sup.called())
+	}
+}
+
+// TestStartFails: a config with an error starts nothing and closes
+// control again; metad exits 1.
+func TestStartFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.badConf = true
+		r.run()
+		if status, _ := r.wait(t); status != 1 {
+			t.Errorf("got status %d, want 1", status)
+		}
+		if got := r.sup.called(); !slices.Equal(got, []string{"control", "read /etc/metad.conf", "close control"}) {
+			t.Errorf("got calls %v, want control opened and closed, nothing loaded", got)
+		}
+		if ev := r.log.events("metad not started"); len(ev) != 1 || ev[0]["phase"] != "stopped" {
+			t.Errorf("got %v, want one \"metad not started\"", ev)
+		}
+	})
+}
+
+// TestTakeOver: after a re-exec metad takes the control sockets and the
+// command handed over, and does not refuse to start on a socket that
+// answers: it is its own.
+func TestTakeOver(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "metad.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	synctest.Test(t, func(t *testing.T) { takeOver(t, sock) })
+}
+
+func takeOver(t *testing.T, sock string) {
+	r := newRig(t, "/bin/sh")
+	r.d.cfg.Socket = sock
+	r.d.cfg.Handed = &Handover{Version: 1, Command: commandPID, FDs: []NamedFD{{fdControl, 7}, {fdNetwork, 8}},
+		Services: &supervise.State{Version: 1}}
+	var got ControlFDs
+	control := r.d.cfg.Control
+	r.d.cfg.Control = func(d *Daemon, fds ControlFDs) (Control, error) {
+		got = fds
+		return control(d, fds)
+	}
+	r.run()
+	synctest.Wait()
+	r.procs.exit(5) // the command ends: metad exits with its status
+	if status, _ := r.wait(t); status != 5 {
+		t.Errorf("got status %d, want the command's 5", status)
+	}
+	if got != (ControlFDs{7, 8}) || !r.sup.has("restore") || r.sup.has("load") || r.sup.has("read /etc/metad.conf") {
+		t.Errorf("got control %v, calls %v; want 7, 8 and the services restored, no config read", got, r.sup.called())
+	}
+	if ev := r.log.events("took over from the previous metad"); len(ev) != 1 || ev[0]["state_version"] != 1.0 {
+		t.Errorf("got %v, want one \"took over\" of state version 1", ev)
 	}
 }

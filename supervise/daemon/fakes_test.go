@@ -140,6 +140,9 @@ func (f *fakeProcs) exit(code int) {
 	f.mu.Lock()
 	done := f.done
 	f.mu.Unlock()
+	if done == nil {
+		panic("no process was spawned or adopted")
+	}
 	done(initsys.Exit{PID: commandPID, Status: unix.WaitStatus(code << 8)})
 }
 
