@@ -234,31 +234,34 @@ func controlServers(o *options, log zerolog.Logger) func(*daemon.Daemon, daemon.
 		log.Info().Str("socket", local.Path()).Msg("control socket listening")
 
 		key, err := netctl.LoadKey(o.keyFile)
-		if errors.Is(err, os.ErrNotExist) {
-			log.Debug().Str("key", o.keyFile).Msg("no key file: network control is off")
-		} else if err != nil {
-			log.Error().Err(err).Msg("network control is off")
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				log.Debug().Str("key", o.keyFile).Msg("no key file: network control is off")
+			} else {
+				log.Error().Err(err).Msg("network control is off")
+			}
+			if fds.Network >= 0 { // the key was removed before the re-exec
+				unix.Close(fds.Network)
+			}
+			return ctl, nil
 		}
 		var conn *net.UDPConn
-		if err == nil && fds.Network >= 0 {
+		if fds.Network >= 0 {
 			if conn, err = netctl.NetFromFD(fds.Network); err != nil {
 				log.Warn().Err(err).Msg("making a new network control socket")
 			}
-		} else if fds.Network >= 0 { // the key was removed before the re-exec
-			unix.Close(fds.Network)
 		}
 		handedOver := conn != nil
-		if key != nil && conn == nil {
+		if conn == nil {
 			if conn, err = netctl.ListenNet(o.port); err != nil {
 				log.Error().Err(err).Msg("network control is off")
+				return ctl, nil
 			}
 		}
-		if conn != nil {
-			srv := &netctl.Server{Handler: h, Key: key, Port: o.port, Log: log}
-			ctl.Network = srv
-			wg.Go(func() { srv.Serve(ctx, conn) })
-			log.Info().Int("port", o.port).Bool("handed_over", handedOver).Msg("network control listening")
-		}
+		srv := &netctl.Server{Handler: h, Key: key, Port: o.port, Log: log}
+		ctl.Network = srv
+		wg.Go(func() { srv.Serve(ctx, conn) })
+		log.Info().Int("port", o.port).Bool("handed_over", handedOver).Msg("network control listening")
 		return ctl, nil
 	}
 }
