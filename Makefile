@@ -11,6 +11,10 @@
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
+# On amd64 metad's first instruction records the signal dispositions and
+# mask it was started with, before the Go runtime changes them, so that
+# command mode hands them on exactly (see init/entry_linux_amd64.s).
+LDFLAGS     += $(if $(filter amd64,$(shell $(GO) env GOARCH)),-E=metad/init.startEntry)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # A count, not a duration: with a duration, Go 1.26's fuzzing coordinator
 # can fail a target with "context deadline exceeded" as the time runs out
@@ -43,6 +47,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./conffmt
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./netctl
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./netctl/metac
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeState -fuzztime=$(FUZZTIME) ./supervise/daemon
+	$(GO) test -run='^$$' -fuzz=FuzzParseAnswer -fuzztime=$(FUZZTIME) ./supervise/daemon
 
 integration:
 	$(GO) test -count=1 -timeout=15m ./tests
