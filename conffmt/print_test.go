@@ -122,6 +122,8 @@ func FuzzParse(f *testing.F) {
 		"# comment\n\n\tweb\tdaemon\t\\\n\tdisabled\tsh\t#\t\n",
 		"web daemon \x00 sh",
 		"web deamon mx=1 enabled disabled=1 user= user=a:b: sh",
+		"p daemon env_file=/a env_file=-/b umask=027 nice=-5 limit=nofile=1024:4096 limit=as=1G limit=cpu=1h limit=core=infinity sh",
+		"p stream port=1 limit=nofile=1:0 limit=nofles=1 limit=as=1P umask=8 nice=+-1 env_file=- sh",
 	} {
 		f.Add([]byte(seed))
 	}
