@@ -42,7 +42,7 @@ func (l ErrorList) Error() string {
 
 // Load reads the config file filename and parses it with Parse.
 func Load(filename string, r *Resolver) ([]Service, error) {
-	svcs, _, err := Check(filename, nil, r)
+	svcs, _, err := load(filename, &parser{file: filename, res: r})
 	return svcs, err
 }
 
@@ -67,12 +67,16 @@ type Identity struct {
 // given as "env_file FILE:LINE:COL: message". Load and Parse do not, since
 // a start reads them again: such a file may appear later.
 func Check(filename string, id *Identity, r *Resolver) (svcs []Service, warnings ErrorList, err error) {
+	return load(filename, &parser{file: filename, res: r, id: id, hostChecks: true})
+}
+
+// load reads the config file filename and parses it with p.
+func load(filename string, p *parser) ([]Service, ErrorList, error) {
 	src, err := os.ReadFile(filename)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot read config %q: %w", filename, err)
 	}
-	p := &parser{file: filename, res: r, id: id, hostChecks: true}
-	svcs, err = p.parse(src)
+	svcs, err := p.parse(src)
 	return svcs, p.warns, err
 }
 

@@ -148,7 +148,8 @@ b stream max=128 port=7 backlog=128 dir=/ watch_output=no enabled=yes crash=10s 
 }
 
 // TestCheckEnvFiles: metad -n reads each env_file as a start would and
-// reports what would fail; Parse, which a start and a reload use, does not.
+// reports what would fail; Parse and Load, which a start and a reload
+// use, do not.
 func TestCheckEnvFiles(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.env")
@@ -165,6 +166,9 @@ func TestCheckEnvFiles(t *testing.T) {
 
 	if _, err := Parse(conf, []byte(src), fakeResolver()); err != nil {
 		t.Errorf("Parse: got %v, want no error", err)
+	}
+	if _, err := Load(conf, fakeResolver()); err != nil {
+		t.Errorf("Load: got %v, want no error", err)
 	}
 	_, _, err := Check(conf, nil, fakeResolver())
 	want := conf + `:2:10: cannot read env file "` + missing + `": no such file or directory` + "\n" +
