@@ -147,3 +147,36 @@ func TestCheckProcessOptions(t *testing.T) {
 		t.Errorf("got status %d, stdout %q, stderr\n%s\nwant 1, no stdout, stderr\n%s", status, out, errOut, want)
 	}
 }
+
+// TestProcessOptionsReachListener: a listener's program, which metad
+// starts through a step of its own binary that sets LISTEN_PID, gets them
+// too, and its LISTEN_ variables win over its env files'.
+func TestProcessOptionsReachListener(t *testing.T) {
+	envFile := writeEnvFile(t, envFileText+"LISTEN_FDS=7\n")
+	out := filepath.Join(t.TempDir(), "report")
+	script := "(" + reportScript + ") > " + out + ".tmp && mv " + out + ".tmp " + out
+	port := freePort(t)
+	conf := fmt.Sprintf("l listener port=%d addr=127.0.0.1 env_file=%s umask=0007 nice=4 limit=nofile=99:999 limit=stack=4M /bin/sh -c %s\n",
+		port, envFile, shq(script))
+	m := startMetad(t, runOpts{conf: conf})
+	m.waitListening("l")
+	dial(t, fmt.Sprintf("127.0.0.1:%d", port))
+	m.waitEvent(1, "the listener to exit", msg("exited", "l"))
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{
+		"Max open files":  "99 999 files",
+		"Max stack size":  "4194304 4194304 bytes",
+		"Umask":           "0007",
+		"Nice":            "4",
+		"FROM_FILE=":      "yes",
+		"LISTEN_FDS=":     "1",
+		"LISTEN_FDNAMES=": "l",
+	} {
+		if got := envOrField(t, string(b), key); got != want {
+			t.Errorf("%s: got %q, want %q", key, got, want)
+		}
+	}
+}
