@@ -116,9 +116,9 @@ func TestReadEnvFiles(t *testing.T) {
 	}
 }
 
-// FuzzParseEnvFile checks that ParseEnvFile never panics, and that what
+// FuzzEnvFile checks that ParseEnvFile never panics, and that what
 // it accepts is NAME=VALUE with a valid NAME and never a newline or NUL.
-func FuzzParseEnvFile(f *testing.F) {
+func FuzzEnvFile(f *testing.F) {
 	for _, seed := range []string{"A=1\n# c\n; c\n B = 'x' \nC=\"a\\\"b\"\r\n", "export A=1", "A=\"x", "A='x'y", "\x00"} {
 		f.Add([]byte(seed))
 	}
