@@ -1,7 +1,9 @@
 package conffmt
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -51,10 +53,14 @@ const (
 	optWatch
 	optEnabled
 	optEnv
+	optEnvFile
 	optCrash
 	optBackoff
 	optStop
 	optArgv0
+	optUmask
+	optNice
+	optLimit
 	numOptions
 )
 
@@ -76,6 +82,10 @@ type option struct {
 	// print returns the values to write as key=value words, in order;
 	// none when the option has no value to write (an unset user).
 	print func(s *Service) []string
+	// check, if not nil, checks on this host what set stored last, as a
+	// start would use it: only Check (metad -n) runs it, since a start
+	// reads it again anyway. Each error becomes one config error.
+	check func(s *Service) []error
 }
 
 // options is the table of every option, indexed by optionID. It is never
@@ -183,6 +193,28 @@ var options = [numOptions]option{
 		},
 		print: func(s *Service) []string { return s.Env },
 	},
+	optEnvFile: {
+		key: "env_file", classes: every, repeat: true,
+		set: func(_ *Resolver, s *Service, val string) error {
+			path, optional := strings.CutPrefix(val, "-")
+			if !filepath.IsAbs(path) {
+				return fmt.Errorf("invalid env_file %q: want an absolute path, or -PATH for a file that may not exist", val)
+			}
+			s.EnvFiles = append(s.EnvFiles, EnvFile{Path: path, Optional: optional})
+			return nil
+		},
+		print: func(s *Service) []string {
+			out := make([]string, len(s.EnvFiles))
+			for i, f := range s.EnvFiles {
+				if f.Optional {
+					out[i] = "-"
+				}
+				out[i] += f.Path
+			}
+			return out
+		},
+		check: func(s *Service) []error { return checkEnvFile(s.EnvFiles[len(s.EnvFiles)-1]) },
+	},
 	optCrash:   durationOption("crash", every, defaultCrash, true, func(s *Service) *time.Duration { return &s.Crash }),
 	optBackoff: durationOption("backoff", every, defaultBackoff, true, func(s *Service) *time.Duration { return &s.Backoff }),
 	optStop: {
@@ -203,6 +235,49 @@ var options = [numOptions]option{
 		def:   func(s *Service) { s.Argv0 = s.Program },
 		print: func(s *Service) []string { return []string{s.Argv0} },
 	},
+	optUmask: {
+		key: "umask", classes: every,
+		set: func(_ *Resolver, s *Service, val string) (err error) { s.Umask, err = parseUmask(val); return err },
+		print: func(s *Service) []string {
+			if s.Umask == nil {
+				return nil
+			}
+			return []string{formatUmask(*s.Umask)}
+		},
+	},
+	optNice: {
+		key: "nice", classes: every,
+		set: func(_ *Resolver, s *Service, val string) (err error) { s.Nice, err = parseNice(val); return err },
+		print: func(s *Service) []string {
+			if s.Nice == nil {
+				return nil
+			}
+			return []string{strconv.Itoa(*s.Nice)}
+		},
+	},
+	optLimit: {
+		key: "limit", classes: every, repeat: true,
+		set:   func(_ *Resolver, s *Service, val string) error { return addLimit(s, val) },
+		print: func(s *Service) []string { return formatLimits(s.Limits) },
+	},
+}
+
+// checkEnvFile reads f as a start would, for Check: a file that does not
+// exist is an error unless it is optional, and so is every problem in it.
+func checkEnvFile(f EnvFile) []error {
+	_, err := ReadEnvFile(f.Path)
+	var list ErrorList
+	switch {
+	case err == nil, f.Optional && errors.Is(err, fs.ErrNotExist):
+		return nil
+	case errors.As(err, &list):
+		errs := make([]error, len(list))
+		for i, e := range list {
+			errs[i] = fmt.Errorf("env_file %w", e)
+		}
+		return errs
+	}
+	return []error{err}
 }
 
 // durationOption returns the option key=DUR, stored in the field that

@@ -42,7 +42,7 @@ func (l ErrorList) Error() string {
 
 // Load reads the config file filename and parses it with Parse.
 func Load(filename string, r *Resolver) ([]Service, error) {
-	svcs, _, err := Check(filename, nil, r)
+	svcs, _, err := load(filename, &parser{file: filename, res: r})
 	return svcs, err
 }
 
@@ -60,13 +60,23 @@ type Identity struct {
 //
 // Warnings are Errors whose Msg starts with "warning: "; they never make
 // err non-nil.
+//
+// Check also reads what a start would read, and reports its problems as
+// errors at the option that names it: an env_file= that does not exist
+// (unless written -PATH), cannot be read, or has errors of its own, each
+// given as "env_file FILE:LINE:COL: message". Load and Parse do not, since
+// a start reads them again: such a file may appear later.
 func Check(filename string, id *Identity, r *Resolver) (svcs []Service, warnings ErrorList, err error) {
+	return load(filename, &parser{file: filename, res: r, id: id, hostChecks: true})
+}
+
+// load reads the config file filename and parses it with p.
+func load(filename string, p *parser) ([]Service, ErrorList, error) {
 	src, err := os.ReadFile(filename)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot read config %q: %w", filename, err)
 	}
-	p := &parser{file: filename, res: r, id: id}
-	svcs, err = p.parse(src)
+	svcs, err := p.parse(src)
 	return svcs, p.warns, err
 }
 
@@ -124,11 +134,14 @@ func byPosition(a, b *Error) int {
 // parser checks the lines of one config file and collects its errors and,
 // when id is set, its warnings.
 type parser struct {
-	file  string
-	res   *Resolver
-	id    *Identity // who metad runs as; nil: no warnings
-	errs  ErrorList
-	warns ErrorList
+	file string
+	res  *Resolver
+	id   *Identity // who metad runs as; nil: no warnings
+	// hostChecks runs the options' checks of what a start reads (see
+	// option.check): for Check only.
+	hostChecks bool
+	errs       ErrorList
+	warns      ErrorList
 }
 
 func (p *parser) errorf(pos Pos, format string, args ...any) {
@@ -263,6 +276,10 @@ func (p *parser) options(s *Service, ws []word) (given [numOptions]*word, rest [
 			given[id] = w
 			if err := o.set(p.res, s, val); err != nil {
 				p.errorf(w.pos, "%v", err)
+			} else if p.hostChecks && o.check != nil {
+				for _, err := range o.check(s) {
+					p.errorf(w.pos, "%v", err)
+				}
 			}
 		}
 	}

@@ -13,10 +13,11 @@ import (
 const roundTripConfig = `# every class, every option
 web daemon min=2 max=4 period=1h30m dir=/srv user=www:adm watch_output disabled \
     env=A=1 'env=B=two words' env=C= crash=500ms backoff=2m stop=sigquit argv0=-nginx \
+    env_file=/etc/web.env env_file=-/etc/web.local umask=27 nice=-5 limit=core=infinity limit=nofile=1024:4096 \
     nginx -g 'daemon off;' "it's" '' \#x a=b '#' $HOME ~ "tab	here"
 job daemon min=0 max=1 period=30 pidfile=/run/job.pid user=1234 sh -c 'date; sleep 1'
 hello listen min=1 port=http addr=127.0.0.1 backlog=5 user=root /bin/sh
-echo stream max=3 port=daytime addr=fe80::1%eth0 stop=40 enabled=no cat
+echo stream max=3 port=daytime addr=fe80::1%eth0 stop=40 enabled=no limit=as=1G:infinity limit=cpu=1h cat
 plain stream port=7 cat
 `
 
@@ -29,10 +30,10 @@ func TestPrint(t *testing.T) {
 	if err := Print(&b, svcs); err != nil {
 		t.Fatal(err)
 	}
-	want := `web daemon min=2 max=4 period=1h30m dir=/srv user=www:adm watch_output=yes enabled=no env=A=1 'env=B=two words' env=C= crash=500ms backoff=2m stop=QUIT argv0=-nginx nginx -g 'daemon off;' it\'s '' \#x a=b \# \$HOME \~ 'tab	here'
+	want := `web daemon min=2 max=4 period=1h30m dir=/srv user=www:adm watch_output=yes enabled=no env=A=1 'env=B=two words' env=C= env_file=/etc/web.env env_file=-/etc/web.local crash=500ms backoff=2m stop=QUIT argv0=-nginx umask=0027 nice=-5 limit=nofile=1024:4096 limit=core=infinity nginx -g 'daemon off;' it\'s '' \#x a=b \# \$HOME \~ 'tab	here'
 job daemon min=0 max=1 period=30s dir=/ user=1234 pidfile=/run/job.pid watch_output=no enabled=yes crash=10s backoff=5m stop=TERM argv0=sh sh -c 'date; sleep 1'
 hello listener min=1 max=1 port=80 addr=127.0.0.1 backlog=5 dir=/ user=root watch_output=no enabled=yes crash=10s backoff=5m stop=TERM argv0=/bin/sh /bin/sh
-echo stream max=3 port=13 addr=fe80::1%eth0 backlog=128 dir=/ watch_output=no enabled=no crash=10s backoff=5m stop=40 argv0=cat cat
+echo stream max=3 port=13 addr=fe80::1%eth0 backlog=128 dir=/ watch_output=no enabled=no crash=10s backoff=5m stop=40 argv0=cat limit=as=1G:infinity limit=cpu=3600 cat
 plain stream max=128 port=7 backlog=128 dir=/ watch_output=no enabled=yes crash=10s backoff=5m stop=TERM argv0=cat cat
 `
 	if got := b.String(); got != want {
@@ -122,6 +123,8 @@ func FuzzParse(f *testing.F) {
 		"# comment\n\n\tweb\tdaemon\t\\\n\tdisabled\tsh\t#\t\n",
 		"web daemon \x00 sh",
 		"web deamon mx=1 enabled disabled=1 user= user=a:b: sh",
+		"p daemon env_file=/a env_file=-/b umask=027 nice=-5 limit=nofile=1024:4096 limit=as=1G limit=cpu=1h limit=core=infinity sh",
+		"p stream port=1 limit=nofile=1:0 limit=nofles=1 limit=as=1P umask=8 nice=+-1 env_file=- sh",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -10,6 +10,7 @@
 package conffmt
 
 import (
+	"io/fs"
 	"net/netip"
 	"strconv"
 	"syscall"
@@ -78,6 +79,13 @@ type Service struct {
 	Stop    syscall.Signal // signal that stops an instance; never a job-control signal
 	Argv0   string         // argv[0] given to the program
 
+	// EnvFiles are read at each start, in order, after Env: a NAME they
+	// set overrides Env's and metad's (see ReadEnvFiles).
+	EnvFiles []EnvFile
+	Umask    *fs.FileMode // the program's file mode creation mask, 0 to 0777; nil: metad's
+	Nice     *int         // the program's nice value, -20 to 19; nil: metad's
+	Limits   []Limit      // resource limits, at most one per resource, in the order of the limits table (nofile first); the others are metad's
+
 	Port    int        // listener, stream: TCP port, 1 to 65535
 	Addr    netip.Addr // listener, stream: the zero Addr means every address, IPv4 and IPv6
 	Backlog int        // listener, stream: listen(2) backlog
@@ -92,4 +100,32 @@ func (s *Service) Argv() []string {
 	argv := make([]string, 0, 1+len(s.Args))
 	argv = append(argv, s.Argv0)
 	return append(argv, s.Args...)
+}
+
+// Unlimited is the value of a Limit without a limit, written infinity or
+// unlimited (RLIM_INFINITY).
+const Unlimited = ^uint64(0)
+
+// Limit is one limit=NAME=SOFT[:HARD] option: a resource limit that the
+// program starts with, as setrlimit(2) takes it.
+type Limit struct {
+	Resource int    // unix.RLIMIT_NOFILE, unix.RLIMIT_CORE...
+	Soft     uint64 // the soft limit, at most Hard; Unlimited for none
+	Hard     uint64 // the hard limit; Unlimited for none
+}
+
+// Name returns the resource's name in the config language: "nofile",
+// "core"...; or "rlimit(N)" for a resource it has no name for.
+func (l Limit) Name() string {
+	if r := resourceOf(l.Resource); r != nil {
+		return r.name
+	}
+	return "rlimit(" + strconv.Itoa(l.Resource) + ")"
+}
+
+// EnvFile is one env_file=PATH option: a file of NAME=VALUE lines read
+// at each start of the program (see ParseEnvFile for its syntax).
+type EnvFile struct {
+	Path     string // absolute
+	Optional bool   // written env_file=-PATH: a file that does not exist is skipped
 }

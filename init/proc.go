@@ -3,6 +3,7 @@ package initsys
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"syscall"
@@ -52,6 +53,21 @@ type Proc struct {
 	// with CLONE_INTO_CGROUP): it is in it from its first instruction,
 	// before it can fork, and so is everything it forks. See Cgroups.
 	Cgroup *Cgroup
+
+	// Umask, if not nil, is the child's file mode creation mask, 0 to
+	// 0777; nil: metad's.
+	Umask *fs.FileMode
+	// Nice, if not nil, is the child's nice value, -20 to 19; nil:
+	// metad's. Below metad's own it needs root (CAP_SYS_NICE).
+	Nice *int
+	// Rlimits are resource limits the child starts with, set while it is
+	// still metad's user, before it takes Cred: root can raise a hard
+	// limit for another user. The limits not named are metad's (its
+	// open-file limit as metad was started with it).
+	Rlimits []Rlimit
+	// With any of Umask, Nice and Rlimits, Spawn starts the child through
+	// the shim (see Shim), which costs a second exec; a Proc without them
+	// costs nothing more.
 }
 
 // attr translates p for syscall.ForkExec.
@@ -87,7 +103,13 @@ func (p *Proc) attr() (*syscall.ProcAttr, error) {
 		sys.Foreground = true
 		sys.Ctty = p.Files[0] // a descriptor of metad's, as Foreground wants
 	}
-	return &syscall.ProcAttr{Dir: p.Dir, Env: env, Files: files, Sys: sys}, nil
+	attr := &syscall.ProcAttr{Dir: p.Dir, Env: env, Files: files, Sys: sys}
+	if p.needsShim() {
+		if err := p.shimSettings(attr); err != nil {
+			return nil, err
+		}
+	}
+	return attr, nil
 }
 
 // InForeground reports whether fd is metad's controlling terminal and

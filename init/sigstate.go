@@ -127,7 +127,8 @@ func setIgnored(set uint64) error {
 //     and executes the program; it reports an exec failure on a pipe, so
 //     that Spawn fails as it would without it. This costs a second exec
 //     and a Go runtime's start (a few milliseconds), once, for the
-//     command.
+//     command. The same shim applies a Proc's limits, nice value and
+//     umask (see limits.go), for every start of such a service.
 //
 // Keeping the command's ignored signals out of Notify instead would leave
 // them ignored in every service too, and would not cover the signals the
@@ -144,12 +145,13 @@ const shimEnv = "METAD_SIGNAL_SHIM"
 const shimPatience = 10 * time.Second
 
 // Shim makes this process the shim Spawn started, if it is one (see
-// Proc.Signals): it sets the signal state it was given and executes the
-// program, or exits 127 (not found) or 126 (cannot execute) after
-// reporting the error to Spawn. Otherwise it returns at once, having done
-// nothing. metad's main calls it first thing, before any other work and
-// before Notify; a test binary that spawns with Proc.Signals calls it
-// from TestMain.
+// Proc.Signals, Proc.Rlimits, Proc.Nice and Proc.Umask): it sets the
+// signal state and the settings it was given and executes the program,
+// or exits 127 (not found) or 126 (cannot execute or cannot apply a
+// setting) after reporting the error to Spawn. Otherwise it returns at
+// once, having done nothing. metad's main calls it first thing, before
+// any other work and before Notify; a test binary that spawns with these
+// Proc fields calls it from TestMain.
 func Shim() {
 	v, ok := os.LookupEnv(shimEnv)
 	if !ok {
@@ -158,8 +160,9 @@ func Shim() {
 	os.Exit(runShim(v, os.Args))
 }
 
-// runShim sets the state spec gives and executes args[0] with argv
-// args[1:]. It returns only on failure, with the exit status.
+// runShim sets the state spec gives, and the settings of the Proc in its
+// environment (procShimEnv), and executes args[0] with argv args[1:]. It
+// returns only on failure, with the exit status.
 func runShim(spec string, args []string) int {
 	f := strings.Split(spec, ",")
 	var n [3]uint64
@@ -174,30 +177,48 @@ func runShim(spec string, args []string) int {
 	if err == nil && len(args) < 2 {
 		err = errors.New("no program")
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "metad: signal shim: %v\n", err)
-		return 126
-	}
-	report := os.NewFile(uintptr(n[2]), "shim-errors")
-	syscall.CloseOnExec(int(n[2]))
 	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, shimEnv+"=") {
 			env = append(env, kv)
 		}
 	}
-	runtime.LockOSThread() // exec from the thread whose mask is set
-	if err = setIgnored(n[0]); err == nil {
-		if _, err = threadMask(&n[1]); err == nil {
-			err = syscall.Exec(args[0], args[1:], env)
-		}
+	var settings *procSpec
+	if err == nil {
+		settings, env, err = takeProcSpec(env)
 	}
-	var errno syscall.Errno
-	if !errors.As(err, &errno) {
-		errno = syscall.EINVAL
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "metad: signal shim: %v\n", err)
+		return 126
 	}
-	var b [4]byte
+	report := os.NewFile(uintptr(n[2]), "shim-errors")
+	syscall.CloseOnExec(int(n[2]))
+	ppid := os.Getppid()
+	runtime.LockOSThread() // exec from the thread whose mask, nice value and user are set
+	// In this order: limits and nice value while the shim may still
+	// raise them, then the user, then the mask, which must hold from the
+	// exec on.
+	step := stepSignals
+	if settings != nil {
+		step, err = applySettings(settings)
+	}
+	if err == nil {
+		step, err = stepSignals, setIgnored(n[0])
+	}
+	if err == nil && settings != nil {
+		step, err = becomeUser(settings, ppid)
+	}
+	if err == nil {
+		step = stepSignals
+		_, err = threadMask(&n[1])
+	}
+	if err == nil {
+		step, err = stepExec, syscall.Exec(args[0], args[1:], env)
+	}
+	errno := errnoOf(err)
+	var b [8]byte
 	*(*uint32)(unsafe.Pointer(&b)) = uint32(errno)
+	*(*uint32)(unsafe.Pointer(&b[4])) = uint32(step)
 	report.Write(b[:])
 	return StartCode(errno)
 }
@@ -211,7 +232,7 @@ func forkExecState(path string, argv []string, attr *syscall.ProcAttr, want *Sig
 	if want != nil {
 		s = *want
 	}
-	if s.Ignored != 0 {
+	if s.Ignored != 0 || viaShim(attr) {
 		return forkExecShim(path, argv, attr, s)
 	}
 	if s.Blocked == 0 && StartSignals().Blocked == 0 {
@@ -246,17 +267,16 @@ func forkExecShim(path string, argv []string, attr *syscall.ProcAttr, s SignalSt
 		return 0, fmt.Errorf("cannot start the signal shim: %w", err)
 	}
 	r.SetReadDeadline(time.Now().Add(shimPatience))
-	var b [4]byte
-	n, err := r.Read(b[:])
+	var b [8]byte // the errno, then the step that failed (see runShim)
+	n, err := io.ReadFull(r, b[:])
 	if n == 0 && errors.Is(err, io.EOF) {
 		return pid, nil // the pipe closed on exec: the program runs
 	}
 	if n < len(b) {
 		// Timed out, or a shim that died before it could report.
 		unix.Kill(pid, unix.SIGKILL)
+		return pid, fmt.Errorf("signal shim did not execute the program: %v", err)
 	}
-	if n == len(b) {
-		return pid, syscall.Errno(*(*uint32)(unsafe.Pointer(&b)))
-	}
-	return pid, fmt.Errorf("signal shim did not execute the program: %v", err)
+	errno := syscall.Errno(*(*uint32)(unsafe.Pointer(&b)))
+	return pid, shimStepError(int(*(*uint32)(unsafe.Pointer(&b[4]))), errno)
 }
