@@ -45,6 +45,7 @@ unit:
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./conffmt
+	$(GO) test -run='^$$' -fuzz=FuzzEnvFile -fuzztime=$(FUZZTIME) ./conffmt
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./netctl
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./netctl/metac
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeState -fuzztime=$(FUZZTIME) ./supervise/daemon
