@@ -30,7 +30,9 @@
 //     gives every child an empty signal mask, whatever metad was started
 //     with, except the command of command mode, which gets the state metad
 //     was started with (Proc.Signals, StartSignals), through a shim (Shim)
-//     when that state ignores signals.
+//     when that state ignores signals. The same shim applies a Proc's
+//     Rlimits, Nice and Umask, which the Go fork cannot set in the child;
+//     a Proc that asks for none of these is started without it.
 //   - Cgroups: a cgroup v2 per service where metad can create one
 //     (NewCgroups), which children start in (Proc.Cgroup) and which lists
 //     and kills every process of a service, whatever its session.
