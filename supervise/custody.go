@@ -87,6 +87,17 @@ func (c *custody) add(inst *instance, now time.Time) {
 	if !slices.Contains(c.sessions, inst.sid) {
 		c.sessions = append(c.sessions, inst.sid)
 	}
+	// Leftovers of an instance asked to stop had their grace with it
+	// (the stop signal went to its process group): SIGKILL comes when
+	// it was due for the instance, so a stop or shutdown stays within
+	// one stop timeout.
+	killAt := now.Add(c.sv.sup.cfg.StopTimeout)
+	if inst.asked && !inst.killAt.IsZero() && inst.killAt.Before(killAt) {
+		killAt = inst.killAt
+	}
+	if c.killAt.IsZero() || killAt.Before(c.killAt) {
+		c.killAt, c.killed = killAt, false
+	}
 	c.take(pids, now)
 }
 
@@ -95,6 +106,9 @@ func (c *custody) add(inst *instance, now time.Time) {
 func (c *custody) take(pids []int, now time.Time) {
 	if c.killAt.IsZero() {
 		c.killAt, c.killed = now.Add(c.sv.sup.cfg.StopTimeout), false
+	}
+	if !now.Before(c.killAt) {
+		c.killed = true
 	}
 	sig := c.sv.conf.Stop
 	if c.killed {

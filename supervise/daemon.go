@@ -87,8 +87,8 @@ func (d *daemonClass) deadline() time.Time {
 	for _, p := range d.pending {
 		t = earliest(t, p.retryAt)
 	}
-	if d.sv.active() && d.sv.conf.Period > 0 {
-		t = earliest(t, d.nextPeriod) // to skip it when max run
+	if d.sv.active() && d.sv.conf.Period > 0 && len(d.sv.instances)+len(d.pending) >= d.sv.conf.Max {
+		t = earliest(t, d.nextPeriod) // to skip it: max run (else next schedules it)
 	}
 	return t
 }

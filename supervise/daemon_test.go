@@ -32,6 +32,7 @@ type fakeProcs struct {
 	running map[int]func(initsys.Exit)
 	starts  []time.Time // instances started
 	tries   []time.Time // calls of Spawn, failed ones included
+	tried   []string    // argv[0] of each call of Spawn
 	signals []sent
 	failing bool // Spawn fails like a missing program
 	// script says how the n-th instance (from 1) runs: it ends after
@@ -86,6 +87,7 @@ func (f *fakeProcs) Spawn(p *initsys.Proc, done func(initsys.Exit)) (int, error)
 	defer f.mu.Unlock()
 	defer f.poke()
 	f.tries = append(f.tries, time.Now())
+	f.tried = append(f.tried, p.Argv[0])
 	if f.failing {
 		return 0, syscall.ENOENT
 	}
