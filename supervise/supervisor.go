@@ -375,13 +375,22 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	svcs := slices.Clone(s.order)
 	svcs = append(svcs, s.leaving...)
 	s.mu.Unlock()
-	var errs []error
+	// Every service is told at once, so that a stuck one delays none of
+	// the others; each request is bounded by the call timeout and ctx.
+	d := s.cfg.CallTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, max(time.Until(dl), time.Millisecond))
+	}
+	told := make(chan error, len(svcs))
 	for _, sv := range svcs {
-		d := s.cfg.CallTimeout
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-			d = max(time.Until(dl), 0)
-		}
-		if _, err := ask(sv, d, func(now time.Time) struct{} { sv.quit(now); return struct{}{} }); err != nil && !errors.Is(err, errGone) {
+		go func() {
+			_, err := ask(sv, d, func(now time.Time) struct{} { sv.quit(now); return struct{}{} })
+			told <- err
+		}()
+	}
+	var errs []error
+	for range svcs {
+		if err := <-told; err != nil && !errors.Is(err, errGone) {
 			errs = append(errs, err)
 		}
 	}
