@@ -71,12 +71,21 @@ func (c *custody) source() CustodySource {
 
 // add takes the session of an instance that has just ended into custody,
 // if anything is left in it. A stream instance's session is checked
-// quickly (its process group), one per connection.
+// quickly (its process group), one per connection. An adopted daemon is
+// also looked for in a session of its own: it may have called setsid
+// after metad read its pidfile.
 func (c *custody) add(inst *instance, now time.Time) {
-	if inst.sid <= 0 {
+	sessions := []int{}
+	if inst.sid > 0 {
+		sessions = append(sessions, inst.sid)
+	}
+	if inst.adopted && inst.pid != inst.sid {
+		sessions = append(sessions, inst.pid)
+	}
+	if len(sessions) == 0 {
 		return
 	}
-	pids, err := c.source().Members(c.sv.conf.Name, []int{inst.sid}, inst.remote.valid())
+	pids, err := c.source().Members(c.sv.conf.Name, sessions, inst.remote.valid())
 	if err != nil {
 		c.sv.log.Warn().Err(err).Msg("cannot look for leftovers")
 	}
@@ -84,8 +93,10 @@ func (c *custody) add(inst *instance, now time.Time) {
 		return
 	}
 	c.sv.log.Info().Int("pid", inst.pid).Ints("leftovers", pids).Msg("stopping leftovers")
-	if !slices.Contains(c.sessions, inst.sid) {
-		c.sessions = append(c.sessions, inst.sid)
+	for _, sid := range sessions {
+		if !slices.Contains(c.sessions, sid) {
+			c.sessions = append(c.sessions, sid)
+		}
 	}
 	// Leftovers of an instance asked to stop had their grace with it
 	// (the stop signal went to its process group): SIGKILL comes when

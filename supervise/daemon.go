@@ -144,15 +144,11 @@ func (d *daemonClass) adopt(p *pending) error {
 	if _, ok := sv.instances[pid]; ok {
 		return fmt.Errorf("cannot adopt pid %d: already an instance", pid)
 	}
-	pgid, err := syscall.Getpgid(pid)
-	if err != nil || pgid == syscall.Getpgrp() {
-		pgid = 0
-	}
 	sid, err := unix.Getsid(pid)
 	if own, _ := unix.Getsid(0); err != nil || sid == own {
 		sid = 0
 	}
-	inst := &instance{pid: pid, pgid: pgid, sid: sid, started: p.started}
+	inst := &instance{pid: pid, pgid: groupOf(pid), sid: sid, started: p.started, adopted: true}
 	sv.instances[pid] = inst
 	if err := sv.sup.cfg.Procs.Adopt(pid, sv.onExit); err != nil {
 		delete(sv.instances, pid)
@@ -197,3 +193,13 @@ func (d *daemonClass) idle() bool { return true }
 // stopped forgets the daemons still to be found: a stop or restart
 // stops what runs, and nothing runs yet there.
 func (d *daemonClass) stopped() { d.pending = nil }
+
+// groupOf returns pid's process group, or 0 when it is metad's own or
+// unknown: signals then go to the process alone.
+func groupOf(pid int) int {
+	pgid, err := syscall.Getpgid(pid)
+	if err != nil || pgid == syscall.Getpgrp() {
+		return 0
+	}
+	return pgid
+}

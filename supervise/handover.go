@@ -47,7 +47,7 @@ type ServiceState struct {
 	NextPeriod time.Time       `json:"next_period"`
 	Restarts   int             `json:"restarts"`
 	Held       []time.Time     `json:"held,omitempty"`      // stream slots held by crashes, until
-	HeldFrom   []string        `json:"held_from,omitempty"` // the client address of each held slot
+	HeldFrom   []string        `json:"held_from,omitempty"` // whose each held slot is: ADDR, or service:ADDR for the service's own
 	Socket     int             `json:"socket"`              // listening socket descriptor, -1 if none
 	Instances  []InstanceState `json:"instances"`
 	Pending    []time.Time     `json:"pending,omitempty"` // pidfile daemons still to be read: start times
@@ -70,7 +70,8 @@ type InstanceState struct {
 	SID      int       `json:"sid,omitempty"`
 	Started  time.Time `json:"started"`
 	Launcher bool      `json:"launcher,omitempty"`
-	Remote   string    `json:"remote,omitempty"` // stream: the client, ADDR:PORT
+	Adopted  bool      `json:"adopted,omitempty"` // found by its pidfile
+	Remote   string    `json:"remote,omitempty"`  // stream: the client, ADDR:PORT
 	Sent     int       `json:"sent,omitempty"`
 	Asked    bool      `json:"asked,omitempty"`
 	KillAt   time.Time `json:"kill_at"`
@@ -188,6 +189,16 @@ func fromVersion1(r json.RawMessage) (ServiceState, error) {
 	}
 	if err := ss.setConfig(&c); err != nil {
 		return ServiceState{}, err
+	}
+	// Version 1 kept no session: an instance metad started leads its own;
+	// one found by its pidfile is adopted, its session unknown.
+	for i := range ss.Instances {
+		is := &ss.Instances[i]
+		if is.PGID == is.PID {
+			is.SID = is.PID
+		} else {
+			is.Adopted = true
+		}
 	}
 	return ss, nil
 }
@@ -383,8 +394,12 @@ func (sv *service) exitedFrozen(e initsys.Exit) {
 		return
 	}
 	end := sv.takeExit(inst, e)
-	if inst.sid > 0 && !slices.Contains(sv.custody.sessions, inst.sid) && !(inst.launcher && end.outcome == Clean) {
-		sv.custody.sessions = append(sv.custody.sessions, inst.sid)
+	if !(inst.launcher && end.outcome == Clean) {
+		for _, sid := range []int{inst.sid, inst.pid} {
+			if sid > 0 && (sid == inst.sid || inst.adopted) && !slices.Contains(sv.custody.sessions, sid) {
+				sv.custody.sessions = append(sv.custody.sessions, sid)
+			}
+		}
 	}
 	if inst.remote.valid() {
 		sv.cls.ended(inst, end) // counts only: admit does nothing while frozen
@@ -411,7 +426,7 @@ func (sv *service) snapshot() (ServiceState, error) {
 	sv.cls.snapshot(&st)
 	for _, inst := range sv.instances {
 		is := InstanceState{
-			PID: inst.pid, PGID: inst.pgid, SID: inst.sid, Started: inst.started, Launcher: inst.launcher,
+			PID: inst.pid, PGID: inst.pgid, SID: inst.sid, Started: inst.started, Launcher: inst.launcher, Adopted: inst.adopted,
 			Sent: int(inst.sent), Asked: inst.asked, KillAt: inst.killAt, Killed: inst.killed,
 		}
 		if inst.remote.valid() {
@@ -505,7 +520,7 @@ func (sv *service) restore(ss ServiceState) error {
 	var errs []error
 	for _, is := range ss.Instances {
 		inst := &instance{
-			pid: is.PID, pgid: is.PGID, sid: is.SID, started: is.Started, launcher: is.Launcher,
+			pid: is.PID, pgid: is.PGID, sid: is.SID, started: is.Started, launcher: is.Launcher, adopted: is.Adopted,
 			sent: syscall.Signal(is.Sent), asked: is.Asked, killAt: is.KillAt, killed: is.Killed,
 		}
 		if is.Remote != "" {

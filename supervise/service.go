@@ -98,6 +98,7 @@ type instance struct {
 	sid      int // session whose leftovers are in custody when it ends; 0: none
 	started  time.Time
 	launcher bool           // pidfile service: the program that will daemonize
+	adopted  bool           // pidfile service: the daemon, found by its pidfile
 	remote   remote         // stream: the client
 	sent     syscall.Signal // last signal metad sent, 0 if none
 	asked    bool           // metad asked it to stop: its end is not a failure
@@ -449,9 +450,13 @@ func (sv *service) arm(now time.Time) {
 }
 
 // signal sends sig to the instance's process group (or to the process
-// alone when it has no group of its own).
+// alone when it has no group of its own). An adopted daemon's group is
+// looked up again: it may call setsid after writing its pidfile.
 func (sv *service) signal(inst *instance, sig syscall.Signal) {
 	inst.sent = sig
+	if inst.adopted {
+		inst.pgid = groupOf(inst.pid)
+	}
 	target := inst.pid
 	if inst.pgid > 0 {
 		target = -inst.pgid

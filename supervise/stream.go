@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -216,13 +218,16 @@ const maxSources = 1024
 // source is what admission remembers of one client address.
 type source struct {
 	crashes int       // crashes in a row of instances serving this address
-	until   time.Time // connections from it are closed unserved until then
+	until   time.Time // end of its backoff delay
 }
 
-// hold is a slot held by a crashed instance until a time.
+// hold is a slot held by a crashed instance until a time: the one slot
+// of a client address, or one of the service's own (crashes from
+// several addresses).
 type hold struct {
-	until time.Time
-	addr  netip.Addr
+	until   time.Time
+	addr    netip.Addr
+	service bool
 }
 
 // streamClass is the class rule of stream services: one instance per accepted
@@ -360,16 +365,10 @@ func (s *streamClass) admit(now time.Time) {
 }
 
 // serve starts a stream instance for an accepted connection: the
-// connection is its fd 0 and 1, with the ucspi-tcp environment. A
-// connection from an address whose crash hold has not passed is closed
-// unserved.
+// connection is its fd 0 and 1, with the ucspi-tcp environment.
 func (s *streamClass) serve(now time.Time, c conn) {
 	sv := s.sv
 	defer closeFD(c.fd)
-	if src := s.sources[c.remote.addr]; src != nil && now.Before(src.until) {
-		sv.log.Debug().Str("remote", c.remote.addr.String()).Msg("refused: client in backoff")
-		return
-	}
 	local := c.local
 	if !local.valid() {
 		local = remote{addr: sv.conf.Addr, port: sv.conf.Port}
@@ -422,12 +421,14 @@ func (s *streamClass) cleared(addr netip.Addr) {
 	s.sv.backoff.reset()
 }
 
-// crashed holds a slot after a crash of an instance serving addr. The
-// slot is held for addr's own backoff delay, during which connections
-// from addr are closed unserved; other clients are served. The crash
+// crashed holds a slot after a crash of an instance serving addr. Each
+// address holds at most one slot of its own, kept for its own backoff
+// delay (a later crash from it extends that hold), so that one client,
+// however hostile, takes at most one slot from the others. The crash
 // counts toward the service-wide backoff only once the streak of crashes
-// in a row comes from more than one address: then the slot is held for
-// the longer of the two delays.
+// in a row comes from more than one address: then it holds a slot of its
+// own for the longer of the two delays, which is how a program broken
+// for everyone throttles itself.
 func (s *streamClass) crashed(now time.Time, addr netip.Addr) {
 	sv := s.sv
 	src := s.record(now, addr)
@@ -444,8 +445,12 @@ func (s *streamClass) crashed(now time.Time, addr netip.Addr) {
 		if sd := sv.backoff.record(now, Crashed, sv.conf.Backoff); sd > d {
 			d = sd
 		}
+		s.held = append(s.held, hold{until: now.Add(d), addr: addr, service: true})
+	} else if i := slices.IndexFunc(s.held, func(h hold) bool { return !h.service && h.addr == addr }); i >= 0 {
+		s.held[i].until = later(s.held[i].until, now.Add(d))
+	} else {
+		s.held = append(s.held, hold{until: now.Add(d), addr: addr})
 	}
-	s.held = append(s.held, hold{until: now.Add(d), addr: addr})
 	sv.log.Warn().Str("remote", addr.String()).Int("crashes", src.crashes).Int("service_crashes", sv.backoff.crashes).Stringer("delay", d).Msg("backoff")
 }
 
@@ -561,16 +566,22 @@ func (s *streamClass) snapshot(ss *ServiceState) {
 		ss.Socket = fd
 	}
 	for _, h := range s.held {
+		from := h.addr.String()
+		if h.service {
+			from = "service:" + from
+		}
 		ss.Held = append(ss.Held, h.until)
-		ss.HeldFrom = append(ss.HeldFrom, h.addr.String())
+		ss.HeldFrom = append(ss.HeldFrom, from)
 	}
 }
 
 func (s *streamClass) restore(ss *ServiceState, now time.Time) error {
 	for i, t := range ss.Held {
-		h := hold{until: t}
+		h := hold{until: t, service: true}
 		if i < len(ss.HeldFrom) {
-			h.addr, _ = netip.ParseAddr(ss.HeldFrom[i])
+			from, service := strings.CutPrefix(ss.HeldFrom[i], "service:")
+			h.addr, _ = netip.ParseAddr(from)
+			h.service = service || !h.addr.IsValid()
 		}
 		s.held = append(s.held, h)
 		if h.addr.IsValid() {
