@@ -126,8 +126,12 @@ func (l *listenerClass) woke(now time.Time) {
 	}
 	l.watcher = nil
 	closeFD(w.cancel)
-	if w.saw && len(l.sv.instances) == 0 && l.sv.active() {
+	switch {
+	case !l.sv.active() || len(l.sv.instances) > 0:
+	case w.saw:
 		l.waiting = true
+	default:
+		l.watch() // poll(2) failed: wait again
 	}
 	l.sv.reconcile(now)
 }

@@ -266,7 +266,7 @@ func (sv *service) settle(now time.Time) {
 	case !sv.enabled:
 		sv.set(stateDisabled, "disabled")
 	case why != noStart && at.After(now):
-		sv.set(stateBackoff, "next start ("+why.String()+") in "+at.Sub(now).Round(time.Millisecond).String())
+		sv.set(stateBackoff, "waiting out the backoff before the next start ("+why.String()+")")
 	case sv.conf.Class == conffmt.Stream && p.open:
 		sv.set(stateRunning, "listening")
 	case sv.conf.Class != conffmt.Stream && p.live > 0:
