@@ -257,8 +257,16 @@ func (s *Supervisor) each(names []string, open bool, f func(sv *service, now tim
 // once Shutdown has begun.
 func (s *Supervisor) Enable(names ...string) error {
 	return s.each(names, true, func(sv *service, now time.Time) error {
-		if sv.quitting {
+		switch sv.state {
+		case stateDone:
 			return ErrClosed
+		case stateStopping:
+			if sv.quitting {
+				return ErrClosed
+			}
+		case stateDisabled, stateIdle, stateRunning, stateBackoff:
+		default:
+			return fmt.Errorf("cannot enable in state %s", sv.state)
 		}
 		sv.enabled = true
 		sv.reconcile(now)
@@ -281,15 +289,23 @@ func (s *Supervisor) Disable(names ...string) error {
 // begun.
 func (s *Supervisor) Start(name string) error {
 	return s.each([]string{name}, true, func(sv *service, now time.Time) error {
-		switch {
-		case sv.quitting:
+		switch sv.state {
+		case stateDone:
 			return ErrClosed
+		case stateStopping:
+			if sv.quitting {
+				return ErrClosed
+			}
+			return errors.New("leftovers of an ended instance are still being stopped")
+		case stateDisabled, stateIdle, stateRunning, stateBackoff:
+		default:
+			return fmt.Errorf("cannot start in state %s", sv.state)
+		}
+		switch {
 		case sv.conf.Class == conffmt.Stream:
 			return errors.New("a stream service starts on connections only")
 		case sv.plan().live >= sv.conf.Max:
 			return ErrAtMax
-		case !sv.custody.empty():
-			return errors.New("leftovers of an ended instance are still being stopped")
 		}
 		sv.backoff.reset()
 		why := forMin
