@@ -313,9 +313,10 @@ func (sv *service) closeSockets() {
 }
 
 // launch is the one path that starts an instance: files are its
-// descriptors 0, 1, 2 and more (stdout and stderr are replaced by pipes
-// with watch_output, stdout only when the instance's stdout is not its
-// connection), env nil means the service's.
+// descriptors 0, 1, 2 and more; with watch_output, stdout and stderr are
+// replaced by pipes (a stream instance's stderr only: its stdout is its
+// connection). env nil means the service's. rem is a stream instance's
+// client, the zero remote for the other classes.
 func (sv *service) launch(now time.Time, files []int, env []string, rem remote) (*instance, error) {
 	var out *output
 	if sv.conf.Watch {
