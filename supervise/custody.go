@@ -58,6 +58,7 @@ type custody struct {
 	sv       *service
 	sessions []int
 	members  []int     // the last scan's processes
+	followed []int     // members metad follows with the reaper, until their exit comes
 	killAt   time.Time // SIGKILL for whatever is left; zero when nothing is
 	killed   bool
 	rescanAt time.Time
@@ -133,7 +134,9 @@ func (c *custody) take(pids []int, now time.Time) {
 		// Orphans of the instance are metad's (the subreaper's)
 		// children: their exits come through the reaper. Others are
 		// found gone by a rescan.
-		_ = c.sv.sup.cfg.Procs.Adopt(pid, c.sv.onExit)
+		if c.sv.sup.cfg.Procs.Adopt(pid, c.sv.onExit) == nil {
+			c.followed = append(c.followed, pid)
+		}
 		c.sv.kill(pid, sig)
 	}
 	c.rescanAt = now.Add(custodyRescan)
@@ -151,7 +154,7 @@ func (c *custody) rescan(now time.Time) {
 	}
 	if len(pids) == 0 {
 		c.sv.log.Info().Ints("sessions", c.sessions).Msg("leftovers gone")
-		*c = custody{sv: c.sv}
+		*c = custody{sv: c.sv, followed: c.followed}
 		return
 	}
 	c.members = slices.DeleteFunc(c.members, func(p int) bool { return !slices.Contains(pids, p) })
@@ -161,8 +164,10 @@ func (c *custody) rescan(now time.Time) {
 // exited handles the exit of a process in custody; it reports whether
 // pid was one.
 func (c *custody) exited(pid int, now time.Time) bool {
+	followed := slices.Contains(c.followed, pid)
+	c.followed = slices.DeleteFunc(c.followed, func(p int) bool { return p == pid })
 	if !slices.Contains(c.members, pid) {
-		return false
+		return followed // gone from a scan before its exit came
 	}
 	c.members = slices.DeleteFunc(c.members, func(p int) bool { return p == pid })
 	c.rescan(now)

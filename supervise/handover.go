@@ -390,7 +390,9 @@ func (sv *service) thaw() {
 func (sv *service) exitedFrozen(e initsys.Exit) {
 	inst, ok := sv.instances[e.PID]
 	if !ok {
-		sv.custody.members = slices.DeleteFunc(sv.custody.members, func(p int) bool { return p == e.PID })
+		gone := func(p int) bool { return p == e.PID }
+		sv.custody.members = slices.DeleteFunc(sv.custody.members, gone)
+		sv.custody.followed = slices.DeleteFunc(sv.custody.followed, gone)
 		return
 	}
 	end := sv.takeExit(inst, e)
