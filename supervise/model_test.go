@@ -506,8 +506,19 @@ func (m *model) tries(name string) []time.Time {
 // reexec hands the services over to a new supervisor, as a re-exec does,
 // and checks that they are the same there.
 func (m *model) reexec() {
-	m.op("re-exec")
 	before, _ := m.s.List()
+	if m.rng.IntN(3) == 0 {
+		m.op("re-exec that fails")
+		_, resume, err := m.s.Handover(func() func() { return func() {} })
+		if err != nil {
+			m.fail("handover: %v", err)
+		}
+		resume()
+		synctest.Wait()
+		m.sameAfter(before)
+		return
+	}
+	m.op("re-exec")
 	st, h, _, err := m.s.handover(func() func() { return func() {} })
 	if err != nil {
 		m.fail("handover: %v", err)
@@ -520,6 +531,11 @@ func (m *model) reexec() {
 	close(h.release)
 	m.s = next
 	synctest.Wait()
+	m.sameAfter(before)
+}
+
+// sameAfter checks that a re-exec left the services as they were.
+func (m *model) sameAfter(before []Status) {
 	after, _ := m.s.List()
 	for i := range before {
 		b, a := before[i], after[i]
