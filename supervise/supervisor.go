@@ -257,21 +257,30 @@ func (s *Supervisor) each(names []string, open bool, f func(sv *service, now tim
 // once Shutdown has begun.
 func (s *Supervisor) Enable(names ...string) error {
 	return s.each(names, true, func(sv *service, now time.Time) error {
-		switch sv.state {
-		case stateDone:
-			return ErrClosed
-		case stateStopping:
-			if sv.quitting {
-				return ErrClosed
-			}
-		case stateDisabled, stateIdle, stateRunning, stateBackoff:
-		default:
-			return fmt.Errorf("cannot enable in state %s", sv.state)
+		if err := sv.admits("enable"); err != nil {
+			return err
 		}
 		sv.enabled = true
 		sv.reconcile(now)
 		return nil
 	})
+}
+
+// admits says, from the service's state, whether a request that may
+// start instances is served: ErrClosed once the service quits.
+func (sv *service) admits(verb string) error {
+	switch sv.state {
+	case stateDone:
+		return ErrClosed
+	case stateStopping:
+		if sv.quitting {
+			return ErrClosed
+		}
+	case stateDisabled, stateIdle, stateRunning, stateBackoff:
+	default:
+		return fmt.Errorf("cannot %s in state %s", verb, sv.state)
+	}
+	return nil
 }
 
 // Disable stops automatic starts; running instances carry on.
@@ -289,19 +298,12 @@ func (s *Supervisor) Disable(names ...string) error {
 // begun.
 func (s *Supervisor) Start(name string) error {
 	return s.each([]string{name}, true, func(sv *service, now time.Time) error {
-		switch sv.state {
-		case stateDone:
-			return ErrClosed
-		case stateStopping:
-			if sv.quitting {
-				return ErrClosed
-			}
-			return errors.New("leftovers of an ended instance are still being stopped")
-		case stateDisabled, stateIdle, stateRunning, stateBackoff:
-		default:
-			return fmt.Errorf("cannot start in state %s", sv.state)
+		if err := sv.admits("start"); err != nil {
+			return err
 		}
 		switch {
+		case sv.state == stateStopping:
+			return errors.New("leftovers of an ended instance are still being stopped")
 		case sv.conf.Class == conffmt.Stream:
 			return errors.New("a stream service starts on connections only")
 		case sv.plan().live >= sv.conf.Max:
