@@ -36,6 +36,9 @@ const (
 	Failed
 	// Crashed: failed within the crash window; counts towards backoff.
 	Crashed
+	// PeerGone: a stream instance that failed because its client went
+	// away (SPEC §11): not a crash, and not the program's fault.
+	PeerGone
 )
 
 func (o Outcome) String() string {
@@ -46,6 +49,8 @@ func (o Outcome) String() string {
 		return "failed"
 	case Crashed:
 		return "crashed"
+	case PeerGone:
+		return "peer-gone"
 	default:
 		return "outcome(?)"
 	}
@@ -65,11 +70,52 @@ func Classify(ran, window time.Duration, code int, sig syscall.Signal, asked boo
 	return Failed
 }
 
-// NextCrashes is the crash count after a run with outcome o, given k crashes
-// in a row before it: a crash adds one, anything else resets the count.
-func NextCrashes(k int, o Outcome) int {
-	if o == Crashed {
-		return k + 1
-	}
-	return 0
+// PeerWentAway reports whether a stream instance's failure says that its
+// client went away: it died of SIGPIPE, or exited with 141, the status a
+// shell gives a command that died of SIGPIPE. metad cannot see an EPIPE or
+// ECONNRESET that the program turned into another exit status; such a
+// crash is held against the client's address only (see admission).
+func PeerWentAway(code int, sig syscall.Signal) bool {
+	return sig == syscall.SIGPIPE || code == 128+int(syscall.SIGPIPE)
 }
+
+// NextCrashes is the crash count after a run with outcome o, given k crashes
+// in a row before it: a crash adds one, a peer that went away changes
+// nothing, anything else resets the count.
+func NextCrashes(k int, o Outcome) int {
+	switch o {
+	case Crashed:
+		return k + 1
+	case PeerGone:
+		return k
+	default:
+		return 0
+	}
+}
+
+// backoff is a service's one backoff record: the crashes in a row and
+// the time before which nothing starts automatically.
+type backoff struct {
+	crashes int
+	until   time.Time
+}
+
+// record applies outcome o at now and returns the delay it imposes (0
+// when none).
+func (b *backoff) record(now time.Time, o Outcome, ceiling time.Duration) time.Duration {
+	b.crashes = NextCrashes(b.crashes, o)
+	switch o {
+	case Crashed:
+		d := Delay(b.crashes, ceiling)
+		b.until = now.Add(d)
+		return d
+	case PeerGone:
+		return 0
+	default:
+		b.until = time.Time{}
+		return 0
+	}
+}
+
+// reset forgets every crash: a manual start overrides the backoff.
+func (b *backoff) reset() { *b = backoff{} }

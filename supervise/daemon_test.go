@@ -32,12 +32,16 @@ type fakeProcs struct {
 	running map[int]func(initsys.Exit)
 	starts  []time.Time // instances started
 	tries   []time.Time // calls of Spawn, failed ones included
+	tried   []string    // argv[0] of each call of Spawn
 	signals []sent
 	failing bool // Spawn fails like a missing program
 	// script says how the n-th instance (from 1) runs: it ends after
 	// life with status ws, or runs until signalled when ends is false.
 	script func(n int) (life time.Duration, ws unix.WaitStatus, ends bool)
 	notify chan struct{} // poked on every start, try and end
+	// sessions holds the processes left in each session (by the pid of
+	// the instance that started it), as CustodySource reports them.
+	sessions map[int][]int
 }
 
 type sent struct {
@@ -46,7 +50,29 @@ type sent struct {
 }
 
 func newFakeProcs() *fakeProcs {
-	return &fakeProcs{next: 1000, running: make(map[int]func(initsys.Exit)), notify: make(chan struct{}, 1)}
+	return &fakeProcs{next: 1000, running: make(map[int]func(initsys.Exit)), notify: make(chan struct{}, 1), sessions: make(map[int][]int)}
+}
+
+// Members is the fake's CustodySource: the processes left in sessions.
+func (f *fakeProcs) Members(_ string, sessions []int, _ bool) ([]int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for _, sid := range sessions {
+		out = append(out, f.sessions[sid]...)
+	}
+	return out, nil
+}
+
+// leave makes the instance pid leave a process behind in its session
+// when it ends, and returns that process's pid.
+func (f *fakeProcs) leave(pid int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.next++
+	f.running[f.next] = nil
+	f.sessions[pid] = append(f.sessions[pid], f.next)
+	return f.next
 }
 
 func (f *fakeProcs) poke() {
@@ -61,6 +87,7 @@ func (f *fakeProcs) Spawn(p *initsys.Proc, done func(initsys.Exit)) (int, error)
 	defer f.mu.Unlock()
 	defer f.poke()
 	f.tries = append(f.tries, time.Now())
+	f.tried = append(f.tried, p.Argv[0])
 	if f.failing {
 		return 0, syscall.ENOENT
 	}
@@ -106,6 +133,9 @@ func (f *fakeProcs) waitStarts(t testing.TB, n int, limit time.Duration) {
 func (f *fakeProcs) Adopt(pid int, done func(initsys.Exit)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, ok := f.running[pid]; !ok {
+		return initsys.ErrNotChild
+	}
 	f.running[pid] = done
 	return nil
 }
@@ -115,6 +145,13 @@ func (f *fakeProcs) end(pid int, ws unix.WaitStatus) {
 	f.mu.Lock()
 	done := f.running[pid]
 	delete(f.running, pid)
+	for sid, pids := range f.sessions {
+		if pids = slices.DeleteFunc(pids, func(p int) bool { return p == pid }); len(pids) == 0 {
+			delete(f.sessions, sid)
+		} else {
+			f.sessions[sid] = pids
+		}
+	}
 	f.mu.Unlock()
 	f.poke()
 	if done != nil {
@@ -169,7 +206,7 @@ func daemon(name string, min, max int) conffmt.Service {
 
 func newTestSupervisor(t testing.TB, f *fakeProcs, ignore syscall.Signal, svcs ...conffmt.Service) *Supervisor {
 	t.Helper()
-	s, err := New(Config{Log: zerolog.Nop(), Procs: f, Signal: f.signal(ignore), StopTimeout: 10 * time.Second, Env: []string{}})
+	s, err := New(Config{Log: zerolog.Nop(), Procs: f, Signal: f.signal(ignore), StopTimeout: 10 * time.Second, Env: []string{}, Custody: f})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,14 @@
 package supervise
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,42 +18,60 @@ import (
 	"metad/init"
 )
 
-// StateVersion is the version of the handover state. A metad refuses a
-// state of another version; the old image checks the new binary's version
-// before it executes it.
-const StateVersion = 1
+// StateVersion is the version of the handover state this metad writes.
+// Decoding also takes version 1 (a service's config as the JSON of
+// conffmt.Service), once, converting it.
+const StateVersion = 2
 
 // State is what a metad hands to the image of metad that replaces it
-// (re-exec): every service with its config and its state, and the
-// descriptors (listening sockets, watched pipes) that stay open across
-// exec, by number.
+// (re-exec): every service in config order with its config and its
+// state, and the descriptors (listening sockets, watched pipes) that stay
+// open across exec, by number.
 type State struct {
 	Version  int            `json:"version"`
 	Services []ServiceState `json:"services"`
 }
 
-// ServiceState is one service in a State.
+// ServiceState is one service in a State. The config is its canonical
+// config line (conffmt.Print), so that a config field added later is
+// carried by the config language, not by this format; what a config line
+// does not hold, the resolved program and user, are fields of their own.
 type ServiceState struct {
-	Config     conffmt.Service `json:"config"`
+	Config     string          `json:"config"`
+	Path       string          `json:"path"`
+	User       *UserState      `json:"user,omitempty"`
 	Enabled    bool            `json:"enabled"`
 	Quitting   bool            `json:"quitting,omitempty"` // removed or shutting down: stops, then goes
 	Crashes    int             `json:"crashes"`
 	HoldUntil  time.Time       `json:"hold_until"`
 	NextPeriod time.Time       `json:"next_period"`
 	Restarts   int             `json:"restarts"`
-	Held       []time.Time     `json:"held,omitempty"` // stream slots held by crashes, until
-	Socket     int             `json:"socket"`         // listening socket descriptor, -1 if none
+	Held       []time.Time     `json:"held,omitempty"`      // stream slots held by crashes, until
+	HeldFrom   []string        `json:"held_from,omitempty"` // whose each held slot is: ADDR, or service:ADDR for the service's own
+	Socket     int             `json:"socket"`              // listening socket descriptor, -1 if none
 	Instances  []InstanceState `json:"instances"`
 	Pending    []time.Time     `json:"pending,omitempty"` // pidfile daemons still to be read: start times
 	Outputs    []OutputState   `json:"outputs,omitempty"`
+	Custody    []int           `json:"custody,omitempty"` // sessions of ended instances with leftovers
+}
+
+// UserState is a resolved user= option: the ids the config line's names
+// resolved to when the service was loaded.
+type UserState struct {
+	UID    uint32   `json:"uid"`
+	GID    uint32   `json:"gid"`
+	Groups []uint32 `json:"groups,omitempty"`
 }
 
 // InstanceState is one instance in a State.
 type InstanceState struct {
 	PID      int       `json:"pid"`
 	PGID     int       `json:"pgid"`
+	SID      int       `json:"sid,omitempty"`
 	Started  time.Time `json:"started"`
 	Launcher bool      `json:"launcher,omitempty"`
+	Adopted  bool      `json:"adopted,omitempty"` // found by its pidfile
+	Remote   string    `json:"remote,omitempty"`  // stream: the client, ADDR:PORT
 	Sent     int       `json:"sent,omitempty"`
 	Asked    bool      `json:"asked,omitempty"`
 	KillAt   time.Time `json:"kill_at"`
@@ -63,16 +85,33 @@ type OutputState struct {
 	FD     int    `json:"fd"`
 }
 
+// NamedFD is a descriptor a State hands over, with a name that says
+// whose it is: "SERVICE/socket" or "SERVICE/PID/STREAM" (watched output).
+type NamedFD struct {
+	Name string
+	FD   int
+}
+
+// Descriptors returns every descriptor the state hands over, named.
+func (st *State) Descriptors() []NamedFD {
+	var fds []NamedFD
+	for _, s := range st.Services {
+		name := s.name()
+		if s.Socket >= 0 {
+			fds = append(fds, NamedFD{Name: name + "/socket", FD: s.Socket})
+		}
+		for _, o := range s.Outputs {
+			fds = append(fds, NamedFD{Name: name + "/" + strconv.Itoa(o.PID) + "/" + o.Stream, FD: o.FD})
+		}
+	}
+	return fds
+}
+
 // FDs returns every descriptor the state hands over.
 func (st *State) FDs() []int {
 	var fds []int
-	for _, s := range st.Services {
-		if s.Socket >= 0 {
-			fds = append(fds, s.Socket)
-		}
-		for _, o := range s.Outputs {
-			fds = append(fds, o.FD)
-		}
+	for _, d := range st.Descriptors() {
+		fds = append(fds, d.FD)
 	}
 	return fds
 }
@@ -88,14 +127,153 @@ func (st *State) Counts() (instances, sockets int) {
 	return instances, sockets
 }
 
+// name is the service's name: the first word of its config line.
+func (ss *ServiceState) name() string {
+	name, _, _ := strings.Cut(ss.Config, " ")
+	return name
+}
+
+// UnmarshalJSON decodes a state of version 2, or of version 1, which it
+// converts: the result has Version StateVersion. Other versions are
+// refused.
+func (st *State) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Version  int               `json:"version"`
+		Services []json.RawMessage `json:"services"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	switch raw.Version {
+	case StateVersion, 1:
+	default:
+		return fmt.Errorf("cannot read state version %d: this metad reads versions 1 and %d", raw.Version, StateVersion)
+	}
+	out := State{Version: StateVersion, Services: make([]ServiceState, 0, len(raw.Services))}
+	for _, r := range raw.Services {
+		var ss ServiceState
+		var err error
+		if raw.Version == 1 {
+			ss, err = fromVersion1(r)
+		} else {
+			err = json.Unmarshal(r, &ss)
+		}
+		if err != nil {
+			return fmt.Errorf("cannot read state version %d: %w", raw.Version, err)
+		}
+		out.Services = append(out.Services, ss)
+	}
+	*st = out
+	return nil
+}
+
+// fromVersion1 converts one service of a version 1 state, whose config
+// is the JSON of conffmt.Service as that version knew it.
+func fromVersion1(r json.RawMessage) (ServiceState, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(r, &fields); err != nil {
+		return ServiceState{}, err
+	}
+	var c conffmt.Service
+	if err := json.Unmarshal(fields["config"], &c); err != nil {
+		return ServiceState{}, fmt.Errorf("cannot read config: %w", err)
+	}
+	delete(fields, "config")
+	rest, err := json.Marshal(fields)
+	if err != nil {
+		return ServiceState{}, err
+	}
+	var ss ServiceState
+	if err := json.Unmarshal(rest, &ss); err != nil {
+		return ServiceState{}, err
+	}
+	if err := ss.setConfig(&c); err != nil {
+		return ServiceState{}, err
+	}
+	// Version 1 kept no session: an instance metad started leads its own;
+	// one found by its pidfile is adopted, its session unknown.
+	for i := range ss.Instances {
+		is := &ss.Instances[i]
+		if is.PGID == is.PID {
+			is.SID = is.PID
+		} else {
+			is.Adopted = true
+		}
+	}
+	return ss, nil
+}
+
+// setConfig records c as its canonical config line and resolved fields.
+func (ss *ServiceState) setConfig(c *conffmt.Service) error {
+	var b bytes.Buffer
+	if err := conffmt.Print(&b, []conffmt.Service{*c}); err != nil {
+		return err
+	}
+	ss.Config = strings.TrimSuffix(b.String(), "\n")
+	ss.Path = c.Path
+	ss.User = nil
+	if c.User != nil {
+		ss.User = &UserState{UID: c.User.UID, GID: c.User.GID, Groups: c.User.Groups}
+	}
+	return nil
+}
+
+// service parses the config line back, with the program and user as
+// they were resolved: nothing is looked up again.
+func (ss *ServiceState) service() (conffmt.Service, error) {
+	r := &conffmt.Resolver{
+		LookPath: func(string) (string, error) { return ss.Path, nil },
+		LookupUser: func(spec string) (*conffmt.Credential, error) {
+			if ss.User == nil {
+				return nil, fmt.Errorf("no resolved user for %q", spec)
+			}
+			name, group, _ := strings.Cut(spec, ":")
+			return &conffmt.Credential{User: name, Group: group, UID: ss.User.UID, GID: ss.User.GID, Groups: ss.User.Groups}, nil
+		},
+		LookupPort: func(name string) (int, error) { return 0, fmt.Errorf("unknown port %q", name) },
+	}
+	svcs, err := conffmt.Parse("handed-over state", []byte(ss.Config+"\n"), r)
+	if err != nil {
+		return conffmt.Service{}, err
+	}
+	if len(svcs) != 1 {
+		return conffmt.Service{}, fmt.Errorf("cannot read config %q: not one service", ss.Config)
+	}
+	return svcs[0], nil
+}
+
+// handover is a Handover under way.
+type handover struct {
+	paused  chan struct{} // every service is frozen and the reaper paused
+	release chan struct{} // the services may carry on (or end, if abandoned)
+	abandon bool          // set before release is closed: the services end without a word
+}
+
 // Handover freezes every service and returns its state, for a re-exec:
-// acceptors and watchers stop (connections accepted meanwhile are served
-// first), watched pipes stop being read, pause (the reaper's Pause) stops
-// reaping, and each service takes the exits delivered until then. The
-// descriptors in the state are duplicates without close-on-exec, made for
-// the new image. resume undoes it all, for when the exec fails: it closes
-// those duplicates, resumes the reaper and lets the services carry on.
+// acceptors and watchers stop (the sockets stay open), watched pipes stop
+// being read, pause (the reaper's Pause) stops reaping, and each service
+// takes the exits delivered until then. The descriptors in the state are
+// duplicates without close-on-exec, made for the new image. resume undoes
+// it all, for when the exec fails: it closes those duplicates, resumes the
+// reaper and lets the services carry on. A service that does not freeze
+// within the call timeout fails the handover (an error naming it; what was
+// frozen carries on).
 func (s *Supervisor) Handover(pause func() (resume func())) (st *State, resume func(), err error) {
+	st, h, resumeReaper, err := s.handover(pause)
+	if err != nil {
+		return nil, nil, err
+	}
+	resume = func() {
+		for _, fd := range st.FDs() {
+			unix.Close(fd)
+		}
+		resumeReaper()
+		close(h.release)
+	}
+	return st, resume, nil
+}
+
+func (s *Supervisor) handover(pause func() (resume func())) (*State, *handover, func(), error) {
 	s.mu.Lock()
 	svcs := slices.Clone(s.order)
 	for _, sv := range s.leaving {
@@ -107,49 +285,87 @@ func (s *Supervisor) Handover(pause func() (resume func())) (st *State, resume f
 	}
 	s.mu.Unlock()
 
-	paused, release := make(chan struct{}), make(chan struct{})
-	states := make(chan ServiceState, len(svcs))
-	var frozen []*service
-	for _, sv := range svcs {
-		ready := make(chan struct{})
-		park := func() {
+	h := &handover{paused: make(chan struct{}), release: make(chan struct{})}
+	states := make([]ServiceState, len(svcs))
+	taken := make([]chan bool, len(svcs)) // per service: true once its state is in states
+	var frozen []int
+	var errs []error
+	for i, sv := range svcs {
+		taken[i] = make(chan bool, 1)
+		_, err := ask(sv, s.cfg.CallTimeout, func(time.Time) struct{} {
 			sv.freeze()
-			close(ready)
-			<-paused
-			for _, e := range sv.exits.take() {
-				sv.exitedFrozen(e)
-			}
-			states <- sv.snapshot()
-			<-release
-			sv.thaw()
+			sv.park(h, &states[i], taken[i])
+			return struct{}{}
+		})
+		if err != nil && !errors.Is(err, errGone) {
+			errs = append(errs, err)
+			continue
 		}
-		select {
-		case sv.reqs <- park:
-			<-ready
-			frozen = append(frozen, sv)
-		case <-sv.done:
+		if err == nil {
+			frozen = append(frozen, i)
 		}
+	}
+	if len(errs) > 0 {
+		close(h.paused)
+		close(h.release)
+		return nil, nil, nil, fmt.Errorf("cannot hand over: %w", errors.Join(errs...))
 	}
 	resumeReaper := pause()
-	close(paused)
-	st = &State{Version: StateVersion}
-	for range frozen {
-		st.Services = append(st.Services, <-states)
-	}
-	resume = func() {
-		for _, fd := range st.FDs() {
-			unix.Close(fd)
+	close(h.paused)
+	st := &State{Version: StateVersion}
+	for _, i := range frozen {
+		select {
+		case ok := <-taken[i]:
+			if ok {
+				st.Services = append(st.Services, states[i])
+			}
+		case <-time.After(s.cfg.CallTimeout):
+			resumeReaper()
+			close(h.release)
+			return nil, nil, nil, fmt.Errorf("cannot hand over service %q: no state in %v", svcs[i].conf.Name, s.cfg.CallTimeout)
 		}
-		resumeReaper()
-		close(release)
 	}
-	return st, resume, nil
+	return st, h, resumeReaper, nil
+}
+
+// park is the frozen service's side of a handover, run in its goroutine
+// from the freeze request on. It arranges for the goroutine, when it
+// next waits, to wait for the reaper's pause, take the exits delivered
+// until then, write its state and then wait for the handover to end.
+// The waits are not bounded: a handover ends by an exec, which ends
+// every goroutine, or by resume.
+func (sv *service) park(h *handover, out *ServiceState, taken chan<- bool) {
+	sv.parked = func() {
+		sv.parked = nil
+		<-h.paused
+		select {
+		case <-h.release: // the handover failed before the pause
+			taken <- false
+			sv.thaw()
+			return
+		default:
+		}
+		for _, e := range sv.exits.take() {
+			sv.exitedFrozen(e)
+		}
+		ss, err := sv.snapshot()
+		if err != nil {
+			sv.log.Error().Err(err).Msg("cannot hand over")
+		}
+		*out = ss
+		taken <- err == nil
+		<-h.release
+		if h.abandon {
+			sv.abandoned = true
+			return
+		}
+		sv.thaw()
+	}
 }
 
 // freeze stops everything that runs beside the service goroutine.
 func (sv *service) freeze() {
-	sv.stopAccepting()
-	sv.stopWatching()
+	sv.cls.freeze()
 	live := sv.readers[:0]
 	for _, rd := range sv.readers {
 		if rd.stop() {
@@ -164,55 +380,69 @@ func (sv *service) thaw() {
 	for _, rd := range sv.readers {
 		rd.restart()
 	}
+	sv.cls.thaw()
 	sv.reconcile(time.Now())
 }
 
 // exitedFrozen records an exit delivered while frozen, without starting
-// anything: the reaper is paused. The new image's rules start what is due.
+// or adopting anything: the reaper is paused. The session of an ended
+// instance goes into custody unlooked at; the new image looks.
 func (sv *service) exitedFrozen(e initsys.Exit) {
-	if _, outcome, _, ok := sv.takeExit(e); ok {
-		sv.crashes = NextCrashes(sv.crashes, outcome)
-		if outcome == Crashed {
-			sv.holdUntil = e.Time.Add(Delay(sv.crashes, sv.conf.Backoff))
+	inst, ok := sv.instances[e.PID]
+	if !ok {
+		gone := func(p int) bool { return p == e.PID }
+		sv.custody.members = slices.DeleteFunc(sv.custody.members, gone)
+		sv.custody.followed = slices.DeleteFunc(sv.custody.followed, gone)
+		return
+	}
+	end := sv.takeExit(inst, e)
+	if !(inst.launcher && end.outcome == Clean) {
+		for _, sid := range []int{inst.sid, inst.pid} {
+			if sid > 0 && (sid == inst.sid || inst.adopted) && !slices.Contains(sv.custody.sessions, sid) {
+				sv.custody.sessions = append(sv.custody.sessions, sid)
+			}
 		}
 	}
+	if inst.remote.valid() {
+		sv.cls.ended(inst, end) // counts only: admit does nothing while frozen
+		return
+	}
+	sv.backoff.record(e.Time, end.outcome, sv.conf.Backoff)
 }
 
 // snapshot returns the service's state, with duplicates of its
 // descriptors that survive exec.
-func (sv *service) snapshot() ServiceState {
+func (sv *service) snapshot() (ServiceState, error) {
 	st := ServiceState{
-		Config:     sv.conf,
-		Enabled:    sv.enabled,
-		Quitting:   sv.quitting,
-		Crashes:    sv.crashes,
-		HoldUntil:  sv.holdUntil,
-		NextPeriod: sv.nextPeriod,
-		Restarts:   sv.restarts,
-		Held:       slices.Clone(sv.held),
-		Socket:     -1,
+		Enabled:   sv.enabled,
+		Quitting:  sv.quitting,
+		Crashes:   sv.backoff.crashes,
+		HoldUntil: sv.backoff.until,
+		Restarts:  sv.restarts,
+		Socket:    -1,
+		Custody:   slices.Clone(sv.custody.sessions),
 	}
-	switch {
-	case sv.sock != nil:
-		st.Socket = dupFile(sv.sock, sv)
-	case sv.lfd >= 0:
-		st.Socket = dupFD(sv.lfd, sv)
+	if err := st.setConfig(&sv.conf); err != nil {
+		return st, err
 	}
+	sv.cls.snapshot(&st)
 	for _, inst := range sv.instances {
-		st.Instances = append(st.Instances, InstanceState{
-			PID: inst.pid, PGID: inst.pgid, Started: inst.started, Launcher: inst.launcher,
+		is := InstanceState{
+			PID: inst.pid, PGID: inst.pgid, SID: inst.sid, Started: inst.started, Launcher: inst.launcher, Adopted: inst.adopted,
 			Sent: int(inst.sent), Asked: inst.asked, KillAt: inst.killAt, Killed: inst.killed,
-		})
+		}
+		if inst.remote.valid() {
+			is.Remote = netipAddrPort(inst.remote)
+		}
+		st.Instances = append(st.Instances, is)
 	}
-	for _, p := range sv.pending {
-		st.Pending = append(st.Pending, p.started)
-	}
+	slices.SortFunc(st.Instances, func(a, b InstanceState) int { return a.PID - b.PID })
 	for _, rd := range sv.readers {
 		if fd := dupFile(rd.f, sv); fd >= 0 {
 			st.Outputs = append(st.Outputs, OutputState{PID: rd.pid, Stream: rd.stream, FD: fd})
 		}
 	}
-	return st
+	return st, nil
 }
 
 // dupFD duplicates fd without close-on-exec, or returns -1 and logs.
@@ -239,25 +469,37 @@ func dupFile(f *os.File, sv *service) int {
 
 // Restore loads the services of a state handed over by a previous image
 // of metad, adopting their instances (still metad's children) and taking
-// their descriptors, and starts them. It is Load for a re-exec.
+// their descriptors, and starts them in the state's order. It is Load for
+// a re-exec. A service whose config cannot be read back is left out, its
+// descriptors closed, with an error naming it.
 func (s *Supervisor) Restore(st *State) error {
 	if st.Version != StateVersion {
 		return fmt.Errorf("cannot restore state version %d: this metad knows version %d", st.Version, StateVersion)
 	}
-	for _, ss := range st.Services {
-		for _, fd := range append([]int{ss.Socket}, fdsOf(ss.Outputs)...) {
-			if fd >= 0 {
-				unix.CloseOnExec(fd)
-			}
-		}
+	for _, d := range st.Descriptors() {
+		unix.CloseOnExec(d.FD)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
 	var errs []error
 	for _, ss := range st.Services {
-		sv := newService(s, ss.Config)
+		c, err := ss.service()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cannot restore service %q: %w", ss.name(), err))
+			if ss.Socket >= 0 {
+				unix.Close(ss.Socket)
+			}
+			for _, o := range ss.Outputs {
+				unix.Close(o.FD)
+			}
+			continue
+		}
+		sv := newService(s, c)
 		if err := sv.restore(ss); err != nil {
-			errs = append(errs, fmt.Errorf("service %q: %w", ss.Config.Name, err))
+			errs = append(errs, fmt.Errorf("service %q: %w", c.Name, err))
 		}
 		if ss.Quitting {
 			s.leaving = append(s.leaving, sv)
@@ -265,47 +507,26 @@ func (s *Supervisor) Restore(st *State) error {
 			s.services[sv.conf.Name] = sv
 			s.order = append(s.order, sv)
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			sv.run()
-		}()
+		s.launch(sv)
 	}
 	return errors.Join(errs...)
 }
 
-func fdsOf(outs []OutputState) []int {
-	fds := make([]int, len(outs))
-	for i, o := range outs {
-		fds[i] = o.FD
-	}
-	return fds
-}
-
 // restore sets the service's state from ss, before its goroutine starts.
 func (sv *service) restore(ss ServiceState) error {
+	now := time.Now()
 	sv.enabled, sv.quitting = ss.Enabled, ss.Quitting
-	sv.crashes, sv.holdUntil, sv.nextPeriod, sv.restarts = ss.Crashes, ss.HoldUntil, ss.NextPeriod, ss.Restarts
-	sv.held = ss.Held
-	if ss.Socket >= 0 {
-		switch sv.conf.Class {
-		case conffmt.Stream:
-			if err := unix.SetNonblock(ss.Socket, true); err != nil {
-				unix.Close(ss.Socket)
-				return fmt.Errorf("cannot take socket %s: %w", sv.endpoint(), err)
-			}
-			sv.sock = os.NewFile(uintptr(ss.Socket), sv.endpoint().String())
-		case conffmt.Listener:
-			sv.lfd = ss.Socket
-		default:
-			unix.Close(ss.Socket)
-		}
-	}
+	sv.backoff = backoff{crashes: ss.Crashes, until: ss.HoldUntil}
+	sv.restarts = ss.Restarts
+	sv.custody.sessions = slices.Clone(ss.Custody)
 	var errs []error
 	for _, is := range ss.Instances {
 		inst := &instance{
-			pid: is.PID, pgid: is.PGID, started: is.Started, launcher: is.Launcher,
+			pid: is.PID, pgid: is.PGID, sid: is.SID, started: is.Started, launcher: is.Launcher, adopted: is.Adopted,
 			sent: syscall.Signal(is.Sent), asked: is.Asked, killAt: is.KillAt, killed: is.Killed,
+		}
+		if is.Remote != "" {
+			inst.remote = parseRemote(is.Remote)
 		}
 		sv.instances[is.PID] = inst
 		if err := sv.sup.cfg.Procs.Adopt(is.PID, sv.onExit); err != nil {
@@ -314,18 +535,15 @@ func (sv *service) restore(ss ServiceState) error {
 			errs = append(errs, err)
 		}
 	}
-	now := time.Now()
-	for _, started := range ss.Pending {
-		sv.pending = append(sv.pending, &pending{started: started, retryAt: now, giveUp: now.Add(pidfileGrace), delay: 10 * time.Millisecond})
-	}
-	if sv.conf.Class == conffmt.Stream {
-		for range min(len(sv.instances)+len(sv.held), cap(sv.slots)) {
-			sv.slots <- struct{}{}
-		}
+	if err := sv.cls.restore(&ss, now); err != nil {
+		errs = append(errs, err)
 	}
 	for _, o := range ss.Outputs {
 		f := os.NewFile(uintptr(o.FD), o.Stream)
 		sv.readers = append(sv.readers, startReader(f, o.PID, o.Stream, sv.log.With().Int("pid", o.PID).Logger()))
+	}
+	if !sv.custody.empty() {
+		sv.custody.rescan(now)
 	}
 	return errors.Join(errs...)
 }

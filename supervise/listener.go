@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"metad/conffmt"
 )
 
 // ShimArgv0 is the argv[0] with which metad runs its own binary as the
@@ -34,52 +36,119 @@ func ExecShim(args []string) int {
 	return 126
 }
 
+// listenerClass is the class rule of listener services: one program that gets
+// the listening socket, started on the first connection (or at once with
+// min=1) and again on the next connection after it ends.
+type listenerClass struct {
+	sv      *service
+	lfd     int           // metad's copy of the listening socket; -1 when closed
+	watcher *watcher      // waits for a connection while no instance runs
+	ready   chan struct{} // a watcher saw a connection (or was cancelled)
+	waiting bool          // a connection waits for a new instance
+}
+
 // watcher waits, in a goroutine blocked in poll(2), for a connection on a
 // listener's socket while no instance runs. metad does not accept it: the
 // program it starts will.
 type watcher struct {
 	cancel int // write end of a pipe that wakes the poll
 	done   chan struct{}
+	saw    bool // set before done is closed: a connection waits
 }
 
-// openListener opens the listener's socket if it is not open.
-func (sv *service) openListener() error {
-	if sv.lfd >= 0 {
+func newListener(sv *service) *listenerClass {
+	return &listenerClass{sv: sv, lfd: -1, ready: make(chan struct{}, 1)}
+}
+
+func (l *listenerClass) plan(p *plan) {
+	p.open = l.lfd >= 0
+	p.waiting = l.waiting
+}
+
+func (l *listenerClass) start(now time.Time, why reason) error {
+	sv := l.sv
+	if why == forListen {
+		fd, err := sv.openSocket()
+		if err != nil {
+			return err
+		}
+		l.lfd = fd
+		sv.log.Info().Stringer("addr", sv.endpoint()).Msg("listening")
+		l.watch()
 		return nil
 	}
-	fd, err := sv.openSocket()
+	l.stopWatching()
+	l.waiting = false
+	inst, err := sv.launch(now, []int{sv.sup.stdin, sv.sup.stdout, sv.sup.stderr, l.lfd}, nil, remote{})
 	if err != nil {
+		l.watch()
 		return err
 	}
-	sv.lfd = fd
-	sv.log.Info().Stringer("addr", sv.endpoint()).Msg("listening")
+	sv.log.Info().Int("pid", inst.pid).Str("why", why.String()).Msg("started")
 	return nil
 }
 
-// closeListener stops the watcher and closes metad's copy of the socket;
-// a running instance keeps its own.
-func (sv *service) closeListener() {
-	sv.stopWatching()
-	if sv.lfd >= 0 {
-		unix.Close(sv.lfd)
-		sv.lfd = -1
-		sv.log.Info().Stringer("addr", sv.endpoint()).Msg("closed socket")
+// close stops the watcher and closes metad's copy of the socket; a
+// running instance keeps its own.
+func (l *listenerClass) close() {
+	l.stopWatching()
+	l.waiting = false
+	if l.lfd >= 0 {
+		closeFD(l.lfd)
+		l.lfd = -1
+		l.sv.log.Info().Stringer("addr", l.sv.endpoint()).Msg("closed socket")
 	}
 }
 
-// watch starts a watcher unless one runs. It sends on sv.ready when a
-// connection is waiting.
-func (sv *service) watch() error {
-	if sv.watcher != nil || sv.lfd < 0 {
-		return nil
+func (l *listenerClass) ended(_ *instance, end ending) {
+	l.sv.countEnd(end.exit.Time, end)
+	if len(l.sv.instances) == 0 && l.sv.active() {
+		l.watch()
+	}
+}
+
+func (l *listenerClass) deadline() time.Time { return time.Time{} }
+func (l *listenerClass) tick(time.Time)      {}
+func (l *listenerClass) stopped()            {}
+
+func (l *listenerClass) wakeup() <-chan struct{} { return l.ready }
+
+// woke handles a watcher that has ended: a connection waits.
+func (l *listenerClass) woke(now time.Time) {
+	w := l.watcher
+	if w == nil {
+		return
+	}
+	select {
+	case <-w.done:
+	default:
+		return // a stale wake-up
+	}
+	l.watcher = nil
+	closeFD(w.cancel)
+	switch {
+	case !l.sv.active() || len(l.sv.instances) > 0:
+	case w.saw:
+		l.waiting = true
+	default:
+		l.watch() // poll(2) failed: wait again
+	}
+	l.sv.reconcile(now)
+}
+
+// watch starts a watcher unless one runs or an instance runs.
+func (l *listenerClass) watch() {
+	if l.watcher != nil || l.lfd < 0 || l.waiting || len(l.sv.instances) > 0 {
+		return
 	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return fmt.Errorf("cannot make a pipe: %w", err)
+		l.sv.log.Error().Err(err).Msg("cannot wait for connections")
+		return
 	}
 	w := &watcher{cancel: p[1], done: make(chan struct{})}
-	sv.watcher = w
-	lfd, ready := sv.lfd, sv.ready
+	l.watcher = w
+	lfd, ready := l.lfd, l.ready
 	go func() {
 		defer close(w.done)
 		defer unix.Close(p[0])
@@ -89,64 +158,65 @@ func (sv *service) watch() error {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			if err != nil || fds[1].Revents != 0 {
-				return
+			if err == nil && fds[1].Revents == 0 && fds[0].Revents != 0 {
+				w.saw = true
+				nudge(ready)
 			}
-			if fds[0].Revents != 0 {
-				select {
-				case ready <- w:
-				default:
-				}
-				return
-			}
+			return
 		}
 	}()
-	return nil
 }
 
-// stopWatching ends the watcher, if any, and waits for it.
-func (sv *service) stopWatching() {
-	w := sv.watcher
+// stopWatching ends the watcher, if any, and waits for it: it wakes at
+// once from the cancel pipe, and the wait is bounded all the same.
+func (l *listenerClass) stopWatching() {
+	w := l.watcher
 	if w == nil {
 		return
 	}
-	sv.watcher = nil
+	l.watcher = nil
 	unix.Write(w.cancel, []byte{0})
-	<-w.done
-	unix.Close(w.cancel)
+	select {
+	case <-w.done:
+	case <-time.After(helperPatience):
+		l.sv.log.Error().Msg("connection watcher did not end")
+	}
+	closeFD(w.cancel)
 }
 
-// reconcileListener opens the socket and starts the program when a
-// connection waits (or at once with min=1), after any backoff.
-func (sv *service) reconcileListener(now time.Time) {
-	if err := sv.openListener(); err != nil {
-		sv.socketFailed(now, err)
-		return
+func (l *listenerClass) update(old *conffmt.Service, now time.Time) bool {
+	c := &l.sv.conf
+	moved := old.Addr != c.Addr || old.Port != c.Port || old.Backlog != c.Backlog
+	if moved {
+		l.sv.closeSockets()
 	}
-	if sv.live() > 0 {
-		return
-	}
-	if (sv.conf.Min > 0 || sv.connWaiting) && !now.Before(sv.holdUntil) {
-		sv.connWaiting = false
-		if sv.startAuto(now, "connection") {
-			return
-		}
-	}
-	if !sv.connWaiting {
-		if err := sv.watch(); err != nil {
-			sv.log.Error().Err(err).Msg("cannot wait for connections")
-		}
+	return moved || !inPlace(*old, *c)
+}
+
+func (l *listenerClass) status(*Status, time.Time) {}
+
+func (l *listenerClass) freeze() { l.stopWatching() }
+
+func (l *listenerClass) thaw() {
+	if l.sv.active() {
+		l.watch()
 	}
 }
 
-// socketFailed backs off after a socket could not be opened, so that a
-// port in use is retried at the backoff times while other services run.
-func (sv *service) socketFailed(now time.Time, err error) {
-	sv.crashes = NextCrashes(sv.crashes, Crashed)
-	delay := Delay(sv.crashes, sv.conf.Backoff)
-	sv.holdUntil = now.Add(delay)
-	sv.log.Error().Err(err).Stringer("delay", delay).Msg("cannot listen")
+func (l *listenerClass) snapshot(ss *ServiceState) {
+	if l.lfd >= 0 {
+		ss.Socket = dupFD(l.lfd, l.sv)
+	}
 }
+
+func (l *listenerClass) restore(ss *ServiceState, _ time.Time) error {
+	if ss.Socket >= 0 {
+		l.lfd = ss.Socket
+	}
+	return nil
+}
+
+func (l *listenerClass) idle() bool { return l.watcher == nil }
 
 // shimArgv is the argv that makes metad's binary the shim for sp.
 func (sp *spec) shimArgv() []string {

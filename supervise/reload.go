@@ -20,9 +20,14 @@ type Diff struct {
 // starts; a changed one gets the new settings — in place when running
 // instances are unaffected, else by replacing its instances (see
 // service.update). svcs must be valid, as conffmt.Parse returns them.
+// Once Shutdown has begun it changes nothing and returns an empty Diff.
 func (s *Supervisor) Reload(svcs []conffmt.Service) Diff {
 	var d Diff
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return d
+	}
 	old := s.services
 	next := make(map[string]*service, len(svcs))
 	var order []*service
@@ -62,26 +67,31 @@ func (s *Supervisor) Reload(svcs []conffmt.Service) Diff {
 		}
 	}
 	s.leaving = append(live, removed...)
-	s.mu.Unlock()
-
 	// Removed services first, so that their ports are free for the rest.
+	// The requests are bounded; a service that does not answer is logged
+	// by its own goroutine's absence and stopped at shutdown.
 	for _, sv := range removed {
-		_ = sv.call(func() {
+		s.tell(sv, func(now time.Time) {
 			sv.log.Info().Msg("removed")
-			sv.quit(time.Now())
+			sv.quit(now)
 		})
 	}
 	for i, sv := range changed {
-		_ = sv.call(func() { sv.update(changedConf[i], time.Now()) })
+		s.tell(sv, func(now time.Time) { sv.update(changedConf[i], now) })
 	}
 	for _, sv := range added {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			sv.run()
-		}()
+		s.launch(sv)
 	}
+	s.mu.Unlock()
 	return d
+}
+
+// tell runs f in sv's goroutine, bounded like every request; a failure
+// is logged, since Reload has no error to return it in.
+func (s *Supervisor) tell(sv *service, f func(now time.Time)) {
+	if _, err := ask(sv, s.cfg.CallTimeout, func(now time.Time) struct{} { f(now); return struct{}{} }); err != nil {
+		s.cfg.Log.Error().Err(err).Msg("cannot reload service")
+	}
 }
 
 // sameService reports whether two configs of a service are the same,
@@ -117,30 +127,10 @@ func (sv *service) update(c conffmt.Service, now time.Time) {
 	if old.Enabled != c.Enabled {
 		sv.enabled = c.Enabled
 	}
-	if old.Period != c.Period {
-		sv.nextPeriod = now.Add(c.Period)
-	}
-	socketMoved := old.Addr != c.Addr || old.Port != c.Port || old.Backlog != c.Backlog
-	if socketMoved {
-		sv.closeSockets() // reconcile opens the new one
-	}
-	if c.Class == conffmt.Stream && old.Max != c.Max {
-		sv.resizeSlots(c.Max)
-	}
-	replace := !inPlace(old, c) || (c.Class == conffmt.Listener && socketMoved)
-	if replace && c.Class != conffmt.Stream {
+	replace := sv.cls.update(&old, now)
+	if replace {
 		sv.stopInstances(now)
 	}
-	sv.log.Info().Bool("replaced", replace && c.Class != conffmt.Stream).Msg("changed")
-	sv.reconcile(now)
-}
-
-// quit stops the service for good: it starts nothing more, its socket is
-// closed, its instances are stopped, and its goroutine ends when the last
-// one has exited.
-func (sv *service) quit(now time.Time) {
-	sv.quitting = true
-	sv.enabled = false
-	sv.stopInstances(now)
+	sv.log.Info().Bool("replaced", replace).Msg("changed")
 	sv.reconcile(now)
 }

@@ -3,29 +3,28 @@ package supervise
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"metad/conffmt"
 	"metad/init"
 )
 
-// state is where a service stands, as shown by list and logged on change.
+// state is where a service stands, as shown by list and logged at info on
+// every change with its reason (SPEC §8). Readiness is not implemented
+// yet: a started instance counts as ready, shown as "running".
 type state uint8
 
 const (
 	stateDisabled state = iota // starts nothing; running instances carry on
-	stateIdle                  // enabled, nothing to do until an event
-	stateRunning               // enabled, at least one instance
-	stateBackoff               // enabled, waiting out a crash delay
-	stateStopping              // shutting down or removed: waiting for instances to end
-	stateGone                  // no instances left after stopping; the goroutine has ended
+	stateIdle                  // enabled, nothing running, nothing due (listener: waits for a connection)
+	stateRunning               // enabled and started: a daemon's or listener's instances run, a stream listens
+	stateBackoff               // enabled, waiting out a crash delay before the next start
+	stateStopping              // leftovers of an ended instance, or everything at removal or shutdown, are being stopped
+	stateDone                  // removed or shut down: nothing left; the goroutine has ended
 )
 
 func (s state) String() string {
@@ -40,11 +39,51 @@ func (s state) String() string {
 		return "backoff"
 	case stateStopping:
 		return "stopping"
-	case stateGone:
-		return "gone"
+	case stateDone:
+		return "done"
 	default:
 		return "state(" + strconv.Itoa(int(s)) + ")"
 	}
+}
+
+// class is what differs between daemon, listener and stream services.
+// Each implementation owns its fields; every method is called from the
+// service's goroutine only.
+type class interface {
+	// plan adds the class's inputs to the schedule.
+	plan(p *plan)
+	// start does what the schedule says is due now.
+	start(now time.Time, why reason) error
+	// close closes the class's socket, if any: a disabled socket service
+	// refuses connections.
+	close()
+	// ended handles the end of one of the class's instances, already
+	// removed from the service and classified.
+	ended(inst *instance, end ending)
+	// deadline is the class's earliest deadline other than a start (zero
+	// if none); tick handles every one that has passed.
+	deadline() time.Time
+	tick(now time.Time)
+	// wakeup is the class's event channel (nil if none); woke handles it.
+	wakeup() <-chan struct{}
+	woke(now time.Time)
+	// update applies a changed config (sv.conf is already the new one)
+	// and reports whether the running instances must be replaced.
+	update(old *conffmt.Service, now time.Time) (replace bool)
+	// status adds the class's fields to a snapshot.
+	status(st *Status, now time.Time)
+	// freeze stops what runs beside the service goroutine, for a handover;
+	// thaw starts it again after a failed one.
+	freeze()
+	thaw()
+	// snapshot and restore carry the class's state across a re-exec.
+	snapshot(ss *ServiceState)
+	restore(ss *ServiceState, now time.Time) error
+	// stopped is called when the instances are asked to stop.
+	stopped()
+	// idle reports whether nothing of the class runs any more (helper
+	// goroutines ended), once the service is quitting.
+	idle() bool
 }
 
 // pidfileGrace is how long metad looks for a daemon's real pid after the
@@ -55,275 +94,249 @@ const pidfileGrace = 5 * time.Second
 // instance is one running process of a service.
 type instance struct {
 	pid      int
-	pgid     int // process group the signals go to
+	pgid     int // process group the signals go to; 0: the process alone
+	sid      int // session whose leftovers are in custody when it ends; 0: none
 	started  time.Time
 	launcher bool           // pidfile service: the program that will daemonize
+	adopted  bool           // pidfile service: the daemon, found by its pidfile
+	remote   remote         // stream: the client
 	sent     syscall.Signal // last signal metad sent, 0 if none
 	asked    bool           // metad asked it to stop: its end is not a failure
 	killAt   time.Time      // stopping: when SIGKILL follows; zero otherwise
 	killed   bool
 }
 
-// pending is a pidfile daemon whose launcher has exited cleanly and whose
-// real pid is still to be read from the pidfile.
-type pending struct {
-	started time.Time // when the launcher was started
-	retryAt time.Time
-	giveUp  time.Time
-	delay   time.Duration
+// ending is how an instance ended.
+type ending struct {
+	exit    initsys.Exit
+	ran     time.Duration
+	outcome Outcome
+	asked   bool
 }
 
 // service is the owner of one service's state. Every field below is touched
-// only by the service's goroutine (run); others send it closures on reqs.
+// only by the service's goroutine (run); others send it requests on reqs.
 type service struct {
 	sup  *Supervisor
 	conf conffmt.Service
 	spec *spec
 	log  zerolog.Logger
+	cls  class
 
-	state      state
-	enabled    bool
-	quitting   bool // shutdown or removal: start nothing, end when empty
-	instances  map[int]*instance
-	pending    []*pending
-	crashes    int       // crashes in a row
-	holdUntil  time.Time // no automatic start before this (backoff)
-	nextPeriod time.Time // daemon with period: next periodic start
-	restarts   int       // instances that ended without being asked to
-	readers    []*reader // watch_output pipes still being read
-	timer      *time.Timer
+	state    state
+	reason   string
+	enabled  bool
+	quitting bool // shutdown or removal: start nothing, end when nothing is left
+	backoff  backoff
+	restarts int // instances that ended without being asked to (stream: failed ones)
 
-	// stream
-	sock     *os.File      // the listening socket, in Go's netpoller; nil while closed
-	acceptor *acceptor     // nil while not accepting
-	slots    chan struct{} // one token per instance or held slot; capacity max
-	conns    chan conn     // accepted connections from the acceptor
-	held     []time.Time   // when each slot held by a crash is given back
+	instances map[int]*instance
+	custody   custody
+	readers   []*reader // watch_output pipes still being read
+	timer     *time.Timer
 
 	inheritedFD int // a socket handed to metad at start for this service, until used; -1 if none
-
-	// listener
-	lfd         int           // metad's copy of the listening socket; -1 when closed
-	watcher     *watcher      // waits for a connection while no instance runs
-	ready       chan *watcher // a watcher saw a connection
-	connWaiting bool          // a connection waits for a new instance
 
 	exits *mailbox[initsys.Exit]
 	reqs  chan func()
 	done  chan struct{} // closed when run returns
+
+	parked    func() // set by a handover request: run calls it next
+	abandoned bool   // handed over to a new image: end without touching anything
 }
 
 func newService(sup *Supervisor, c conffmt.Service) *service {
 	sv := &service{
-		sup:       sup,
-		conf:      c,
-		spec:      newSpec(&c, sup.cfg.Env),
-		log:       sup.cfg.Log.With().Str("svc", c.Name).Logger(),
-		enabled:   c.Enabled,
-		instances: make(map[int]*instance),
-		exits:     newMailbox[initsys.Exit](),
-		reqs:      make(chan func()),
-		done:      make(chan struct{}),
-		timer:     time.NewTimer(time.Hour),
-		lfd:       -1,
+		sup:         sup,
+		conf:        c,
+		spec:        newSpec(&c, sup.cfg.Env),
+		log:         sup.cfg.Log.With().Str("svc", c.Name).Logger(),
+		enabled:     c.Enabled,
+		instances:   make(map[int]*instance),
+		exits:       newMailbox[initsys.Exit](),
+		reqs:        make(chan func()),
+		done:        make(chan struct{}),
+		timer:       time.NewTimer(time.Hour),
+		inheritedFD: -1,
 	}
-	sv.inheritedFD = -1
+	sv.timer.Stop()
+	sv.custody.sv = sv
 	if c.Class == conffmt.Stream || c.Class == conffmt.Listener {
 		// Taken now, under the supervisor's lock: the rest are closed
 		// once the config is loaded.
 		sv.inheritedFD = sup.inherited.take(sv.endpoint())
 	}
-	sv.timer.Stop()
 	switch c.Class {
 	case conffmt.Stream:
-		sv.slots = make(chan struct{}, c.Max)
-		sv.conns = make(chan conn)
+		sv.cls = newStream(sv)
 	case conffmt.Listener:
-		sv.ready = make(chan *watcher, 1)
 		sv.spec = sv.spec.listener(sup.shim, c.Name)
+		sv.cls = newListener(sv)
+	default:
+		sv.cls = newDaemon(sv)
 	}
 	if !c.Enabled {
 		sv.state = stateDisabled
+	} else {
+		sv.state = stateIdle
 	}
 	return sv
 }
 
-// run is the service's goroutine: it handles requests, exits and the
-// timer until the service has quit and has no instance left.
+// run is the service's goroutine: it handles requests, exits, class
+// events and the timer until the service has quit and nothing of it is
+// left.
 func (sv *service) run() {
 	defer close(sv.done)
 	defer sv.timer.Stop()
-	defer sv.closeSockets()
-	now := time.Now()
-	if sv.conf.Period > 0 && sv.nextPeriod.IsZero() {
-		sv.nextPeriod = now.Add(sv.conf.Period)
-	}
-	sv.reconcile(now)
-	for !(sv.quitting && sv.live() == 0) {
+	sv.reconcile(time.Now())
+	for !sv.finished() {
 		sv.arm(time.Now())
 		select {
 		case f := <-sv.reqs:
 			f()
+			if sv.parked != nil {
+				sv.parked()
+			}
 		case <-sv.exits.wake:
 			for _, e := range sv.exits.take() {
 				sv.exited(e)
 			}
+			sv.reconcile(time.Now())
 		case now := <-sv.timer.C:
 			sv.tick(now)
-		case c := <-sv.conns:
-			sv.serve(time.Now(), c)
+		case <-sv.cls.wakeup():
+			sv.cls.woke(time.Now())
 			sv.settle(time.Now())
-		case w := <-sv.ready:
-			sv.watched(w)
 		}
 	}
-	sv.set(stateGone)
-}
-
-// call runs f in the service goroutine and waits for it. It returns
-// errGone if the service has already ended.
-func (sv *service) call(f func()) error {
-	ran := make(chan struct{})
-	select {
-	case sv.reqs <- func() { f(); close(ran) }:
-		<-ran
-		return nil
-	case <-sv.done:
-		return errGone
+	if !sv.abandoned {
+		sv.set(stateDone, "nothing left")
 	}
 }
 
-var errGone = errors.New("service is gone")
+// finished reports whether the service has quit and nothing of it runs,
+// or has been handed over.
+func (sv *service) finished() bool {
+	return sv.abandoned || sv.quitting && len(sv.instances) == 0 && sv.custody.empty() && sv.cls.idle()
+}
 
 // onExit is handed to the reaper; it must not block.
 func (sv *service) onExit(e initsys.Exit) { sv.exits.put(e) }
 
-// live counts instances and daemons whose real pid is still to be read.
-func (sv *service) live() int { return len(sv.instances) + len(sv.pending) }
+// active reports whether the class rules may start instances.
+func (sv *service) active() bool { return sv.enabled && !sv.quitting }
 
-// set records a state change and logs it.
-func (sv *service) set(s state) {
-	if sv.state == s {
+// plan returns the inputs of the schedule.
+func (sv *service) plan() plan {
+	p := plan{
+		class:  sv.conf.Class,
+		active: sv.active(),
+		live:   len(sv.instances),
+		min:    sv.conf.Min,
+		max:    sv.conf.Max,
+		period: sv.conf.Period,
+		hold:   sv.backoff.until,
+	}
+	if sv.conf.Class != conffmt.Stream {
+		p.custody = !sv.custody.empty()
+	}
+	sv.cls.plan(&p)
+	return p
+}
+
+// set records a state change and logs it at info with its reason.
+func (sv *service) set(s state, reason string) {
+	if sv.state == s && sv.reason == reason {
 		return
 	}
-	sv.log.Debug().Stringer("from", sv.state).Stringer("to", s).Msg("state")
-	sv.state = s
+	sv.log.Info().Stringer("from", sv.state).Stringer("to", s).Str("reason", reason).Msg("state")
+	sv.state, sv.reason = s, reason
 }
 
-// settle derives the state after an event.
+// settle derives the state after an event: the one place that decides it.
 func (sv *service) settle(now time.Time) {
+	p := sv.plan()
+	at, why := next(p, now)
 	switch {
 	case sv.quitting:
-		sv.set(stateStopping)
+		sv.set(stateStopping, "stopping for good")
+	case !sv.custody.empty() && sv.conf.Class != conffmt.Stream:
+		sv.set(stateStopping, "stopping leftovers of an ended instance")
 	case !sv.enabled:
-		sv.set(stateDisabled)
-	case sv.live() > 0:
-		sv.set(stateRunning)
-	case now.Before(sv.holdUntil):
-		sv.set(stateBackoff)
+		sv.set(stateDisabled, "disabled")
+	case why != noStart && at.After(now):
+		sv.set(stateBackoff, "waiting out the backoff before the next start ("+why.String()+")")
+	case sv.conf.Class == conffmt.Stream && p.open:
+		sv.set(stateRunning, "listening")
+	case sv.conf.Class != conffmt.Stream && p.live > 0:
+		sv.set(stateRunning, "started")
+	case sv.conf.Class == conffmt.Listener:
+		sv.set(stateIdle, "waiting for a connection")
 	default:
-		sv.set(stateIdle)
+		sv.set(stateIdle, "nothing to start")
 	}
 }
 
-// reconcile applies the class rules: it starts what should run now.
+// reconcile applies the class rules: it starts what is due now, then
+// settles the state.
 func (sv *service) reconcile(now time.Time) {
 	defer sv.settle(now)
-	if !sv.enabled || sv.quitting {
+	if !sv.active() {
 		sv.closeSockets()
 		return
 	}
-	switch sv.conf.Class {
-	case conffmt.Daemon:
-		sv.reconcileDaemon(now)
-	case conffmt.Listener:
-		sv.reconcileListener(now)
-	case conffmt.Stream:
-		if (sv.sock == nil || sv.acceptor == nil) && !now.Before(sv.holdUntil) {
-			if err := sv.openStream(); err != nil {
-				sv.socketFailed(now, err)
+	for range sv.conf.Max + 2 { // each pass starts one; bounded for safety
+		at, why := next(sv.plan(), now)
+		if why == noStart || at.After(now) {
+			return
+		}
+		if err := sv.cls.start(now, why); err != nil {
+			d := sv.backoff.record(now, Crashed, sv.conf.Backoff)
+			msg := "cannot start"
+			if why == forListen {
+				msg = "cannot listen"
 			}
-		}
-	default:
-		sv.log.Error().Stringer("class", sv.conf.Class).Msg("unknown class")
-	}
-}
-
-// closeSockets closes metad's listening socket, if any: a disabled socket
-// service refuses connections.
-func (sv *service) closeSockets() {
-	if sv.inheritedFD >= 0 {
-		unix.Close(sv.inheritedFD)
-		sv.inheritedFD = -1
-	}
-	sv.closeStream()
-	sv.closeListener()
-	sv.connWaiting = false
-}
-
-// watched handles a listener's watcher that saw a connection.
-func (sv *service) watched(w *watcher) {
-	if sv.watcher == w {
-		sv.watcher = nil
-		<-w.done
-		unix.Close(w.cancel)
-	}
-	if sv.live() == 0 && sv.enabled && !sv.quitting {
-		sv.connWaiting = true
-	}
-	sv.reconcile(time.Now())
-}
-
-func (sv *service) reconcileDaemon(now time.Time) {
-	c := &sv.conf
-	if c.Period > 0 && !now.Before(sv.nextPeriod) {
-		// One periodic start is due; missed periods are not made up.
-		for !now.Before(sv.nextPeriod) {
-			sv.nextPeriod = sv.nextPeriod.Add(c.Period)
-		}
-		if sv.live() < c.Max && !now.Before(sv.holdUntil) {
-			sv.startAuto(now, "period")
-		}
-	}
-	for sv.live() < c.Min && !now.Before(sv.holdUntil) {
-		if !sv.startAuto(now, "min") {
+			sv.log.Error().Err(err).Str("why", why.String()).Stringer("delay", d).Msg(msg)
 			return
 		}
 	}
 }
 
-// startAuto starts an instance by the class rules. A program that cannot
-// be started counts as a crash, so a missing binary backs off like a
-// crashing one. It reports whether an instance was started.
-func (sv *service) startAuto(now time.Time, why string) bool {
-	if err := sv.start(now); err != nil {
-		sv.crashes = NextCrashes(sv.crashes, Crashed)
-		delay := Delay(sv.crashes, sv.conf.Backoff)
-		sv.holdUntil = now.Add(delay)
-		sv.log.Error().Err(err).Str("why", why).Stringer("delay", delay).Msg("cannot start")
-		return false
+// closeSockets closes metad's listening socket, if any.
+func (sv *service) closeSockets() {
+	if sv.inheritedFD >= 0 {
+		closeFD(sv.inheritedFD)
+		sv.inheritedFD = -1
 	}
-	return true
+	sv.cls.close()
 }
 
-// start starts one instance now.
-func (sv *service) start(now time.Time) error {
-	files := []int{sv.sup.stdin, sv.sup.stdout, sv.sup.stderr}
-	if sv.conf.Class == conffmt.Listener {
-		if sv.lfd < 0 {
-			return errors.New("cannot start a listener without its socket")
-		}
-		files = append(files, sv.lfd)
-	}
+// launch is the one path that starts an instance: files are its
+// descriptors 0, 1, 2 and more; with watch_output, stdout and stderr are
+// replaced by pipes (a stream instance's stderr only: its stdout is its
+// connection). env nil means the service's. rem is a stream instance's
+// client, the zero remote for the other classes.
+func (sv *service) launch(now time.Time, files []int, env []string, rem remote) (*instance, error) {
 	var out *output
 	if sv.conf.Watch {
-		var err error
-		if out, err = newOutput("stdout", "stderr"); err != nil {
-			return fmt.Errorf("cannot watch output: %w", err)
+		names := []string{"stdout", "stderr"}
+		if rem.valid() {
+			names = names[1:]
 		}
-		files[1], files[2] = out.writeFD(0), out.writeFD(1)
+		var err error
+		if out, err = newOutput(names...); err != nil {
+			return nil, fmt.Errorf("cannot watch output: %w", err)
+		}
+		for i := range names {
+			files[3-len(names)+i] = out.writeFD(i)
+		}
 	}
-	pid, err := sv.sup.cfg.Procs.Spawn(sv.spec.proc(files), sv.onExit)
+	p := sv.spec.proc(files)
+	if env != nil {
+		p.Env = env
+	}
+	pid, err := sv.sup.cfg.Procs.Spawn(p, sv.onExit)
 	if out != nil {
 		out.closeWriters()
 	}
@@ -331,15 +344,14 @@ func (sv *service) start(now time.Time) error {
 		if out != nil {
 			out.closeReaders()
 		}
-		return err
+		return nil, err
 	}
-	inst := &instance{pid: pid, pgid: pid, started: now, launcher: sv.conf.Pidfile != ""}
+	inst := &instance{pid: pid, pgid: pid, sid: pid, started: now, remote: rem, launcher: sv.conf.Pidfile != ""}
 	sv.instances[pid] = inst
-	sv.log.Info().Int("pid", pid).Msg("started")
 	if out != nil {
 		sv.watchOutput(out, pid)
 	}
-	return nil
+	return inst, nil
 }
 
 // watchOutput starts logging the pipes of a new instance.
@@ -353,69 +365,57 @@ func (sv *service) watchOutput(out *output, pid int) {
 	sv.readers = append(live, out.start(pid, sv.log.With().Int("pid", pid).Logger())...)
 }
 
-// takeExit removes the instance that ended, classifies and logs its end.
-// ok is false for a pid that is not an instance.
-func (sv *service) takeExit(e initsys.Exit) (inst *instance, outcome Outcome, asked, ok bool) {
-	inst, ok = sv.instances[e.PID]
+// exited handles an exit reported by the reaper: an instance's, or a
+// process in custody's.
+func (sv *service) exited(e initsys.Exit) {
+	inst, ok := sv.instances[e.PID]
 	if !ok {
-		sv.log.Warn().Int("pid", e.PID).Msg("exit of an unknown instance")
-		return nil, Clean, false, false
+		if !sv.custody.exited(e.PID, e.Time) {
+			sv.log.Warn().Int("pid", e.PID).Msg("exit of an unknown instance")
+		}
+		return
 	}
+	end := sv.takeExit(inst, e)
+	if !(inst.launcher && end.outcome == Clean && !end.asked) {
+		// A launcher that daemonized leaves its daemon behind on purpose.
+		sv.custody.add(inst, e.Time)
+	}
+	sv.cls.ended(inst, end)
+}
+
+// takeExit removes the instance that ended, classifies and logs its end.
+func (sv *service) takeExit(inst *instance, e initsys.Exit) ending {
 	delete(sv.instances, e.PID)
 	ran := e.Time.Sub(inst.started)
 	code, sig := e.Code(), syscall.Signal(0)
 	if s, signaled := e.Signaled(); signaled {
 		code, sig = -1, s
 	}
-	asked = inst.asked || (sig != 0 && sig == inst.sent)
-	outcome = Classify(ran, sv.conf.Crash, code, sig, asked)
+	asked := inst.asked || (sig != 0 && sig == inst.sent)
+	outcome := Classify(ran, sv.conf.Crash, code, sig, asked)
+	if outcome != Clean && inst.remote.valid() && PeerWentAway(code, sig) {
+		outcome = PeerGone
+	}
 	ev := sv.log.Info()
-	if sv.conf.Class == conffmt.Stream && outcome == Clean {
+	if inst.remote.valid() && (outcome == Clean || outcome == PeerGone) {
 		ev = sv.log.Debug() // one per connection: only failures are news
 	}
 	ev.Int("pid", e.PID).Str("status", e.String()).Stringer("ran", ran.Round(time.Millisecond)).Stringer("outcome", outcome).Msg("exited")
-	return inst, outcome, asked, true
+	return ending{exit: e, ran: ran, outcome: outcome, asked: asked}
 }
 
-// exited handles the end of an instance, as reported by the reaper.
-func (sv *service) exited(e initsys.Exit) {
-	inst, outcome, asked, ok := sv.takeExit(e)
-	if !ok {
-		return
-	}
-	now := e.Time
-	if sv.conf.Class == conffmt.Stream {
-		sv.streamEnded(now, outcome, asked)
-		sv.settle(now)
-		return
-	}
-	if inst.launcher && outcome == Clean && !asked && !sv.quitting {
-		// The program daemonized: the real daemon's pid comes from the pidfile.
-		sv.pending = append(sv.pending, &pending{started: inst.started, retryAt: now, giveUp: now.Add(pidfileGrace), delay: 10 * time.Millisecond})
-		sv.tick(now)
-		return
-	}
-	sv.ended(now, outcome, asked)
-}
-
-// ended updates the crash count and restarts what the rules want.
-func (sv *service) ended(now time.Time, outcome Outcome, asked bool) {
-	if !asked && !sv.quitting {
+// countEnd updates the restart counter and the backoff record after a
+// daemon's or listener's run, logging the delay a crash imposes.
+func (sv *service) countEnd(now time.Time, end ending) {
+	if !end.asked && !sv.quitting {
 		sv.restarts++
 	}
-	sv.crashes = NextCrashes(sv.crashes, outcome)
-	if outcome == Crashed {
-		delay := Delay(sv.crashes, sv.conf.Backoff)
-		sv.holdUntil = now.Add(delay)
-		sv.log.Warn().Int("crashes", sv.crashes).Stringer("delay", delay).Msg("backoff")
-	} else {
-		sv.holdUntil = time.Time{}
+	if d := sv.backoff.record(now, end.outcome, sv.conf.Backoff); d > 0 {
+		sv.log.Warn().Int("crashes", sv.backoff.crashes).Stringer("delay", d).Msg("backoff")
 	}
-	sv.reconcile(now)
 }
 
-// tick handles every deadline that has passed: SIGKILL after the stop
-// timeout, pidfile reads, backoff and period starts.
+// tick handles every deadline that has passed.
 func (sv *service) tick(now time.Time) {
 	for _, inst := range sv.instances {
 		if !inst.killAt.IsZero() && !inst.killed && !now.Before(inst.killAt) {
@@ -424,120 +424,56 @@ func (sv *service) tick(now time.Time) {
 			sv.signal(inst, syscall.SIGKILL)
 		}
 	}
-	var failed []*pending
-	kept := sv.pending[:0]
-	for _, p := range sv.pending {
-		switch {
-		case sv.quitting:
-			continue
-		case now.Before(p.retryAt):
-			kept = append(kept, p)
-			continue
-		}
-		err := sv.adopt(p)
-		switch {
-		case err == nil:
-		case now.Before(p.giveUp):
-			p.delay *= 2
-			p.retryAt = now.Add(p.delay)
-			kept = append(kept, p)
-		default:
-			sv.log.Error().Err(err).Msg("cannot follow daemon")
-			failed = append(failed, p)
-		}
-	}
-	sv.pending = kept
-	sv.releaseHeld(now)
-	for _, p := range failed {
-		sv.ended(now, Classify(now.Sub(p.started), sv.conf.Crash, 1, 0, false), false)
-	}
+	sv.custody.tick(now)
+	sv.cls.tick(now)
 	sv.reconcile(now)
 }
 
-// adopt reads the pidfile and registers the daemon it names.
-func (sv *service) adopt(p *pending) error {
-	b, err := os.ReadFile(sv.conf.Pidfile)
-	if err != nil {
-		return fmt.Errorf("cannot read pidfile: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("cannot read pidfile %q: no pid in it", sv.conf.Pidfile)
-	}
-	if _, ok := sv.instances[pid]; ok {
-		return fmt.Errorf("cannot adopt pid %d: already an instance", pid)
-	}
-	pgid, err := syscall.Getpgid(pid)
-	if err != nil || pgid == syscall.Getpgrp() {
-		pgid = 0
-	}
-	inst := &instance{pid: pid, pgid: pgid, started: p.started}
-	sv.instances[pid] = inst
-	if err := sv.sup.cfg.Procs.Adopt(pid, sv.onExit); err != nil {
-		delete(sv.instances, pid)
-		return err
-	}
-	sv.log.Info().Int("pid", pid).Str("pidfile", sv.conf.Pidfile).Msg("following daemon")
-	return nil
-}
-
-// arm sets the one timer of the service to the earliest deadline.
+// arm sets the one timer of the service to its earliest deadline: the
+// next start (from next, as status shows it), SIGKILLs, custody and the
+// class's own.
 func (sv *service) arm(now time.Time) {
-	var next time.Time
-	earliest := func(t time.Time) {
-		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
+	var t time.Time
+	if at, why := next(sv.plan(), now); why != noStart {
+		t = at
 	}
 	for _, inst := range sv.instances {
 		if !inst.killed {
-			earliest(inst.killAt)
+			t = earliest(t, inst.killAt)
 		}
 	}
-	for _, p := range sv.pending {
-		earliest(p.retryAt)
-	}
-	for _, t := range sv.held {
-		earliest(t)
-	}
-	if sv.enabled && !sv.quitting {
-		switch {
-		case sv.conf.Class == conffmt.Stream && sv.sock == nil,
-			sv.conf.Class == conffmt.Listener && (sv.lfd < 0 || (sv.live() == 0 && (sv.connWaiting || sv.conf.Min > 0))),
-			sv.conf.Class == conffmt.Daemon && sv.live() < sv.conf.Min:
-			earliest(sv.holdUntil)
-		}
-	}
-	if sv.enabled && !sv.quitting && sv.conf.Class == conffmt.Daemon {
-		if sv.conf.Period > 0 {
-			t := sv.nextPeriod
-			if t.Before(sv.holdUntil) {
-				t = sv.holdUntil
-			}
-			earliest(t)
-		}
-	}
+	t = earliest(t, sv.custody.deadline())
+	t = earliest(t, sv.cls.deadline())
 	sv.timer.Stop()
-	if !next.IsZero() {
-		sv.timer.Reset(next.Sub(now))
+	if !t.IsZero() {
+		sv.timer.Reset(t.Sub(now))
 	}
 }
 
 // signal sends sig to the instance's process group (or to the process
-// alone when it has no group of its own).
+// alone when it has no group of its own). An adopted daemon's group is
+// looked up again: it may call setsid after writing its pidfile.
 func (sv *service) signal(inst *instance, sig syscall.Signal) {
 	inst.sent = sig
+	if inst.adopted {
+		inst.pgid = groupOf(inst.pid)
+	}
 	target := inst.pid
 	if inst.pgid > 0 {
 		target = -inst.pgid
 	}
+	sv.kill(target, sig)
+}
+
+// kill sends sig to target, logging failures other than "no such process".
+func (sv *service) kill(target int, sig syscall.Signal) {
 	if err := sv.sup.cfg.Signal(target, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		sv.log.Warn().Err(err).Int("pid", inst.pid).Msg("cannot signal")
+		sv.log.Warn().Err(err).Int("pid", target).Msg("cannot signal")
 	}
 }
 
 // stopInstances asks every instance to stop, with SIGKILL after the stop
-// timeout.
+// timeout, and stops what is in custody.
 func (sv *service) stopInstances(now time.Time) {
 	for _, inst := range sv.instances {
 		if inst.asked {
@@ -545,41 +481,45 @@ func (sv *service) stopInstances(now time.Time) {
 		}
 		inst.asked = true
 		inst.killAt = now.Add(sv.sup.cfg.StopTimeout)
-		sv.log.Info().Int("pid", inst.pid).Stringer("signal", sv.conf.Stop).Msg("stopping")
+		if !inst.remote.valid() {
+			sv.log.Info().Int("pid", inst.pid).Stringer("signal", sv.conf.Stop).Msg("stopping")
+		}
 		sv.signal(inst, sv.conf.Stop)
 	}
-	sv.pending = nil
+	sv.cls.stopped()
+	sv.custody.stop(now)
+}
+
+// quit stops the service for good: it starts nothing more, its socket is
+// closed, its instances and custody are stopped, and its goroutine ends
+// when nothing is left.
+func (sv *service) quit(now time.Time) {
+	sv.quitting = true
+	sv.enabled = false
+	sv.stopInstances(now)
+	sv.reconcile(now)
 }
 
 // status returns a snapshot for list.
-func (sv *service) status() Status {
+func (sv *service) status(now time.Time) Status {
 	st := Status{
 		Name:     sv.conf.Name,
 		Class:    sv.conf.Class,
 		Enabled:  sv.enabled,
 		State:    sv.state.String(),
+		Reason:   sv.reason,
 		Restarts: sv.restarts,
-		Crashes:  sv.crashes,
+		Crashes:  sv.backoff.crashes,
 		Port:     sv.conf.Port,
+		Custody:  sv.custody.pids(),
 	}
 	for _, inst := range sv.instances {
 		st.Instances = append(st.Instances, Instance{PID: inst.pid, Started: inst.started})
 	}
 	sortInstances(st.Instances)
-	if sv.enabled && !sv.quitting && sv.conf.Class == conffmt.Daemon {
-		next := time.Time{}
-		if sv.live() < sv.conf.Min {
-			next = sv.holdUntil
-		}
-		if sv.conf.Period > 0 {
-			next = sv.nextPeriod
-			if next.Before(sv.holdUntil) {
-				next = sv.holdUntil
-			}
-		}
-		if next.After(time.Now()) {
-			st.NextStart = next
-		}
+	if at, why := next(sv.plan(), now); why != noStart && at.After(now) {
+		st.NextStart, st.NextReason = at, why.String()
 	}
+	sv.cls.status(&st, now)
 	return st
 }

@@ -177,3 +177,41 @@ func (in *Inherited) CloseUnused() {
 		delete(in.fds, e)
 	}
 }
+
+// endpoint is the service's listening address.
+func (sv *service) endpoint() Endpoint {
+	return Endpoint{Addr: sv.conf.Addr, Port: sv.conf.Port}
+}
+
+// openSocket gets a listener service's listening socket: an inherited one
+// that matches its endpoint, or a new one.
+func (sv *service) openSocket() (int, error) {
+	if fd := sv.inheritedFD; fd >= 0 {
+		sv.inheritedFD = -1
+		sv.log.Info().Stringer("addr", sv.endpoint()).Msg("using inherited socket")
+		return fd, nil
+	}
+	return listen(sv.endpoint(), sv.conf.Backlog)
+}
+
+// closeFD closes a descriptor of metad's; a negative one (a fake
+// connection in tests) is left alone.
+func closeFD(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// netipAddrPort formats a client as ADDR:PORT.
+func netipAddrPort(r remote) string {
+	return netip.AddrPortFrom(r.addr, uint16(r.port)).String()
+}
+
+// parseRemote reads what netipAddrPort wrote; a bad one is the zero remote.
+func parseRemote(s string) remote {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return remote{}
+	}
+	return remote{addr: ap.Addr(), port: int(ap.Port())}
+}

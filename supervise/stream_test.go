@@ -41,7 +41,7 @@ func BenchmarkStreamAccept(b *testing.B) {
 		Program: "/bin/true", Path: "/bin/true", Argv0: "/bin/true",
 	}
 	listening := &eventWriter{want: []byte(`"listening"`), seen: make(chan struct{})}
-	s, err := New(Config{Log: zerolog.New(listening), Procs: f, Signal: f.signal(0), StopTimeout: time.Second, Env: []string{}})
+	s, err := New(Config{Log: zerolog.New(listening), Procs: f, Signal: f.signal(0), StopTimeout: time.Second, Env: []string{}, Custody: f})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -39,19 +40,34 @@ type Config struct {
 	// Inherited are listening sockets metad was given; services whose
 	// endpoint matches use them instead of binding. May be nil.
 	Inherited *Inherited
+	// Custody finds what ended instances left behind; nil means the
+	// sessions of /proc.
+	Custody CustodySource
+	// CallTimeout bounds every request to a service's goroutine; zero
+	// means DefaultCallTimeout.
+	CallTimeout time.Duration
 }
 
-// Status is a snapshot of one service, for list.
+// DefaultCallTimeout bounds a request to a service's goroutine. A service
+// answers within microseconds unless it is stuck, which is a bug; the
+// caller then gets an error naming it instead of hanging.
+const DefaultCallTimeout = 10 * time.Second
+
+// Status is a snapshot of one service, for list and status.
 type Status struct {
-	Name      string
-	Class     conffmt.Class
-	Enabled   bool
-	State     string
-	Instances []Instance // by start time
-	Restarts  int        // instances that ended without being asked to
-	Crashes   int        // crashes in a row
-	NextStart time.Time  // next automatic start when one is scheduled; zero otherwise
-	Port      int        // listener and stream
+	Name       string
+	Class      conffmt.Class
+	Enabled    bool
+	State      string     // disabled, idle, running, backoff, stopping, done: see metad(8)
+	Reason     string     // why the service is in its state
+	Instances  []Instance // by start time
+	Restarts   int        // instances that ended without being asked to (stream: those that failed)
+	Crashes    int        // crashes in a row counting toward the service's backoff
+	NextStart  time.Time  // next automatic start when one is scheduled; zero otherwise
+	NextReason string     // why NextStart: min, period, connection, listen
+	Port       int        // listener and stream
+	Held       int        // stream: slots held by crashes
+	Custody    []int      // processes left by ended instances, being stopped
 }
 
 // Instance is one running process of a service.
@@ -66,17 +82,24 @@ var ErrUnknownService = errors.New("unknown service")
 // ErrAtMax is returned by Start when the service already runs max instances.
 var ErrAtMax = errors.New("already running its maximum of instances")
 
+// ErrClosed is returned by Load, Start, Enable and Restart once Shutdown
+// has begun: nothing may start that the shutdown would not stop.
+var ErrClosed = errors.New("metad is shutting down")
+
 // Supervisor runs a set of services. Its methods are safe for concurrent
-// use; each service's state is owned by that service's goroutine.
+// use; each service's state is owned by that service's goroutine, and
+// every request to one is bounded by Config.CallTimeout.
 type Supervisor struct {
-	cfg Config
+	cfg     Config
+	sockets sockets
 
 	stdin, stdout, stderr int // descriptors instances get when not told otherwise
 
 	shim      string     // metad's own binary, for the listener shim
 	inherited *Inherited // listening sockets handed to metad at start
 
-	mu       sync.Mutex // guards services, order and leaving (the sets, not their state)
+	mu       sync.Mutex // guards the fields below (the sets, not the services' state)
+	closed   bool       // Shutdown has begun
 	services map[string]*service
 	order    []*service
 	leaving  []*service // removed by a reload, still stopping
@@ -93,6 +116,12 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Env == nil {
 		cfg.Env = os.Environ()
 	}
+	if cfg.Custody == nil {
+		cfg.Custody = procSessions{}
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
 	stdin, err := emptyInput()
 	if err != nil {
 		return nil, err
@@ -105,6 +134,7 @@ func New(cfg Config) (*Supervisor, error) {
 		shim:      shim,
 		inherited: cfg.Inherited,
 		cfg:       cfg,
+		sockets:   netSockets{},
 		stdin:     stdin,
 		stdout:    1,
 		stderr:    2,
@@ -127,10 +157,14 @@ func emptyInput() (int, error) {
 }
 
 // Load adds services and starts their goroutines. Names must not already
-// be loaded (conffmt guarantees uniqueness within one file).
+// be loaded (conffmt guarantees uniqueness within one file). It returns
+// ErrClosed once Shutdown has begun.
 func (s *Supervisor) Load(svcs []conffmt.Service) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
 	for _, c := range svcs {
 		if _, ok := s.services[c.Name]; ok {
 			return fmt.Errorf("cannot load service %q: already loaded", c.Name)
@@ -140,19 +174,28 @@ func (s *Supervisor) Load(svcs []conffmt.Service) error {
 		sv := newService(s, c)
 		s.services[c.Name] = sv
 		s.order = append(s.order, sv)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			sv.run()
-		}()
+		s.launch(sv)
 	}
 	return nil
 }
 
+// launch starts sv's goroutine. s.mu must be held.
+func (s *Supervisor) launch(sv *service) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		sv.run()
+	}()
+}
+
 // lookup returns the named services, or an error naming the first unknown.
-func (s *Supervisor) lookup(names []string) ([]*service, error) {
+// With open, it returns ErrClosed once Shutdown has begun.
+func (s *Supervisor) lookup(names []string, open bool) ([]*service, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if open && s.closed {
+		return nil, ErrClosed
+	}
 	out := make([]*service, 0, len(names))
 	for _, n := range names {
 		sv, ok := s.services[n]
@@ -164,41 +207,86 @@ func (s *Supervisor) lookup(names []string) ([]*service, error) {
 	return out, nil
 }
 
+// errGone is returned for a request to a service whose goroutine has ended.
+var errGone = errors.New("service is gone")
+
+// ask runs f in sv's goroutine and returns its result, or an error naming
+// the service when the goroutine has ended or does not take or finish
+// the request within d. f must not block. A request given up on may
+// still run later; its result is then dropped.
+func ask[T any](sv *service, d time.Duration, f func(now time.Time) T) (T, error) {
+	var zero T
+	res := make(chan T, 1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case sv.reqs <- func() { res <- f(time.Now()) }:
+	case <-sv.done:
+		return zero, fmt.Errorf("cannot reach service %q: %w", sv.conf.Name, errGone)
+	case <-t.C:
+		return zero, fmt.Errorf("cannot reach service %q: no answer in %v", sv.conf.Name, d)
+	}
+	select {
+	case r := <-res:
+		return r, nil
+	case <-t.C:
+		return zero, fmt.Errorf("cannot reach service %q: no answer in %v", sv.conf.Name, d)
+	}
+}
+
 // each runs f in the goroutine of every named service, after checking
-// that all names exist.
-func (s *Supervisor) each(names []string, f func(sv *service, now time.Time) error) error {
-	svcs, err := s.lookup(names)
+// that all names exist (and, with open, that Shutdown has not begun).
+func (s *Supervisor) each(names []string, open bool, f func(sv *service, now time.Time) error) error {
+	svcs, err := s.lookup(names, open)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, sv := range svcs {
-		var ferr error
-		if err := sv.call(func() { ferr = f(sv, time.Now()) }); err != nil {
-			ferr = err
-		}
-		if ferr != nil {
+		ferr, err := ask(sv, s.cfg.CallTimeout, func(now time.Time) error { return f(sv, now) })
+		if err != nil {
+			errs = append(errs, err)
+		} else if ferr != nil {
 			errs = append(errs, fmt.Errorf("service %q: %w", sv.conf.Name, ferr))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Enable lets the class rules start instances again.
+// Enable lets the class rules start instances again. It returns ErrClosed
+// once Shutdown has begun.
 func (s *Supervisor) Enable(names ...string) error {
-	return s.each(names, func(sv *service, now time.Time) error {
+	return s.each(names, true, func(sv *service, now time.Time) error {
+		if err := sv.admits("enable"); err != nil {
+			return err
+		}
 		sv.enabled = true
-		sv.log.Info().Msg("enabled")
 		sv.reconcile(now)
 		return nil
 	})
 }
 
+// admits says, from the service's state, whether a request that may
+// start instances is served: ErrClosed once the service quits.
+func (sv *service) admits(verb string) error {
+	switch sv.state {
+	case stateDone:
+		return ErrClosed
+	case stateStopping:
+		if sv.quitting {
+			return ErrClosed
+		}
+	case stateDisabled, stateIdle, stateRunning, stateBackoff:
+	default:
+		return fmt.Errorf("cannot %s in state %s", verb, sv.state)
+	}
+	return nil
+}
+
 // Disable stops automatic starts; running instances carry on.
 func (s *Supervisor) Disable(names ...string) error {
-	return s.each(names, func(sv *service, now time.Time) error {
+	return s.each(names, false, func(sv *service, now time.Time) error {
 		sv.enabled = false
-		sv.log.Info().Msg("disabled")
 		sv.reconcile(now)
 		return nil
 	})
@@ -206,17 +294,31 @@ func (s *Supervisor) Disable(names ...string) error {
 
 // Start starts one instance now if fewer than max run, overriding and
 // resetting the backoff. A disabled service runs that one instance but is
-// not restarted when it ends.
+// not restarted when it ends. It returns ErrClosed once Shutdown has
+// begun.
 func (s *Supervisor) Start(name string) error {
-	return s.each([]string{name}, func(sv *service, now time.Time) error {
-		if sv.conf.Class == conffmt.Stream {
-			return errors.New("a stream service starts on connections only")
+	return s.each([]string{name}, true, func(sv *service, now time.Time) error {
+		if err := sv.admits("start"); err != nil {
+			return err
 		}
-		if sv.live() >= sv.conf.Max {
+		switch {
+		case sv.state == stateStopping:
+			return errors.New("leftovers of an ended instance are still being stopped")
+		case sv.conf.Class == conffmt.Stream:
+			return errors.New("a stream service starts on connections only")
+		case sv.plan().live >= sv.conf.Max:
 			return ErrAtMax
 		}
-		sv.crashes, sv.holdUntil = 0, time.Time{}
-		err := sv.start(now)
+		sv.backoff.reset()
+		why := forMin
+		if sv.conf.Class == conffmt.Listener {
+			if sv.plan().open {
+				why = forConn
+			} else if err := sv.cls.start(now, forListen); err != nil {
+				return err
+			}
+		}
+		err := sv.cls.start(now, why)
 		sv.settle(now)
 		return err
 	})
@@ -225,7 +327,7 @@ func (s *Supervisor) Start(name string) error {
 // Stop disables the services and stops their instances: the stop signal,
 // then SIGKILL after the stop timeout.
 func (s *Supervisor) Stop(names ...string) error {
-	return s.each(names, func(sv *service, now time.Time) error {
+	return s.each(names, false, func(sv *service, now time.Time) error {
 		sv.enabled = false
 		sv.stopInstances(now)
 		sv.reconcile(now)
@@ -233,10 +335,12 @@ func (s *Supervisor) Stop(names ...string) error {
 	})
 }
 
-// Restart stops the instances; the class rules start new ones.
+// Restart stops the instances; the class rules start new ones. It
+// returns ErrClosed once Shutdown has begun.
 func (s *Supervisor) Restart(names ...string) error {
-	return s.each(names, func(sv *service, now time.Time) error {
+	return s.each(names, true, func(sv *service, now time.Time) error {
 		sv.stopInstances(now)
+		sv.settle(now)
 		return nil
 	})
 }
@@ -244,7 +348,7 @@ func (s *Supervisor) Restart(names ...string) error {
 // Kill sends sig to every instance of the service. Instances that die of
 // it are not counted as crashes.
 func (s *Supervisor) Kill(name string, sig syscall.Signal) error {
-	return s.each([]string{name}, func(sv *service, now time.Time) error {
+	return s.each([]string{name}, false, func(sv *service, now time.Time) error {
 		for _, inst := range sv.instances {
 			sv.signal(inst, sig)
 		}
@@ -253,7 +357,8 @@ func (s *Supervisor) Kill(name string, sig syscall.Signal) error {
 }
 
 // List returns the status of the named services, or of all in config
-// order when no name is given.
+// order when no name is given. A service that does not answer in time is
+// left out.
 func (s *Supervisor) List(names ...string) ([]Status, error) {
 	var svcs []*service
 	if len(names) == 0 {
@@ -262,14 +367,14 @@ func (s *Supervisor) List(names ...string) ([]Status, error) {
 		s.mu.Unlock()
 	} else {
 		var err error
-		if svcs, err = s.lookup(names); err != nil {
+		if svcs, err = s.lookup(names, false); err != nil {
 			return nil, err
 		}
 	}
 	out := make([]Status, 0, len(svcs))
 	for _, sv := range svcs {
-		var st Status
-		if err := sv.call(func() { st = sv.status() }); err != nil {
+		st, err := ask(sv, s.cfg.CallTimeout, sv.status)
+		if err != nil {
 			continue
 		}
 		out = append(out, st)
@@ -277,15 +382,35 @@ func (s *Supervisor) List(names ...string) ([]Status, error) {
 	return out, nil
 }
 
-// Shutdown stops every service: each instance gets its stop signal, and
-// SIGKILL after the stop timeout. It returns when every instance has been
-// reaped, or with ctx's error when ctx ends first.
+// Shutdown stops every service: each instance and everything in custody
+// gets its stop signal, and SIGKILL after the stop timeout. From its
+// start on, Load, Start, Enable and Restart return ErrClosed and Reload
+// changes nothing. It returns when every service has ended, or when ctx
+// ends first, with an error naming the services still running.
 func (s *Supervisor) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	s.closed = true
 	svcs := slices.Clone(s.order)
+	svcs = append(svcs, s.leaving...)
 	s.mu.Unlock()
+	// Every service is told at once, so that a stuck one delays none of
+	// the others; each request is bounded by the call timeout and ctx.
+	d := s.cfg.CallTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, max(time.Until(dl), time.Millisecond))
+	}
+	told := make(chan error, len(svcs))
 	for _, sv := range svcs {
-		_ = sv.call(func() { sv.quit(time.Now()) })
+		go func() {
+			_, err := ask(sv, d, func(now time.Time) struct{} { sv.quit(now); return struct{}{} })
+			told <- err
+		}()
+	}
+	var errs []error
+	for range svcs {
+		if err := <-told; err != nil && !errors.Is(err, errGone) {
+			errs = append(errs, err)
+		}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -294,10 +419,18 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
+		return errors.Join(errs...)
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	var stuck []string
+	for _, sv := range svcs {
+		select {
+		case <-sv.done:
+		default:
+			stuck = append(stuck, fmt.Sprintf("%q", sv.conf.Name))
+		}
+	}
+	return fmt.Errorf("cannot stop services %s: %w", strings.Join(stuck, ", "), ctx.Err())
 }
 
 func sortInstances(in []Instance) {

@@ -1,0 +1,209 @@
+package supervise
+
+import (
+	"errors"
+	"slices"
+	"syscall"
+	"time"
+
+	"metad/init"
+)
+
+// CustodySource finds the processes left behind by a service's ended
+// instances (SPEC §9). The default reads sessions from /proc; a cgroup v2
+// source can list every process of the service's cgroup instead, setsid
+// callers included, and ignore sessions.
+type CustodySource interface {
+	// Members returns the live processes of service name in the given
+	// sessions (each an ended instance's), in no particular order. With
+	// quick, a session whose process group (same id) is empty may be
+	// taken for empty without a full scan: for one check per stream
+	// connection. It must be safe for concurrent use.
+	Members(name string, sessions []int, quick bool) ([]int, error)
+}
+
+// procSessions is the default CustodySource.
+type procSessions struct{}
+
+func (procSessions) Members(_ string, sessions []int, quick bool) ([]int, error) {
+	if quick {
+		kept := sessions[:0:0]
+		for _, sid := range sessions {
+			if err := syscall.Kill(-sid, 0); !errors.Is(err, syscall.ESRCH) {
+				kept = append(kept, sid)
+			}
+		}
+		if sessions = kept; len(sessions) == 0 {
+			return nil, nil
+		}
+	}
+	found, err := initsys.Sessions("/proc", sessions)
+	var pids []int
+	for _, p := range found {
+		pids = append(pids, p...)
+	}
+	return pids, err
+}
+
+// custodyRescan is how often custody looks again for leftovers that are
+// not metad's children (whose exits metad is therefore not told of).
+const custodyRescan = time.Second
+
+// custody is what is left of a service's ended instances: the sessions
+// of those instances while any process lives in them. Leftovers get the
+// stop signal at once, SIGKILL after the stop timeout; while any is left
+// a daemon or listener starts nothing (state stopping). Owned by the
+// service goroutine.
+type custody struct {
+	sv       *service
+	sessions []int
+	members  []int     // the last scan's processes
+	followed []int     // members metad follows with the reaper, until their exit comes
+	killAt   time.Time // SIGKILL for whatever is left; zero when nothing is
+	killed   bool
+	rescanAt time.Time
+}
+
+func (c *custody) empty() bool { return len(c.sessions) == 0 }
+func (c *custody) pids() []int { return slices.Clone(c.members) }
+func (c *custody) source() CustodySource {
+	return c.sv.sup.cfg.Custody
+}
+
+// add takes the session of an instance that has just ended into custody,
+// if anything is left in it. A stream instance's session is checked
+// quickly (its process group), one per connection. An adopted daemon is
+// also looked for in a session of its own: it may have called setsid
+// after metad read its pidfile.
+func (c *custody) add(inst *instance, now time.Time) {
+	sessions := []int{}
+	if inst.sid > 0 {
+		sessions = append(sessions, inst.sid)
+	}
+	if inst.adopted && inst.pid != inst.sid {
+		sessions = append(sessions, inst.pid)
+	}
+	if len(sessions) == 0 {
+		return
+	}
+	pids, err := c.source().Members(c.sv.conf.Name, sessions, inst.remote.valid())
+	if err != nil {
+		c.sv.log.Warn().Err(err).Msg("cannot look for leftovers")
+	}
+	if len(pids) == 0 {
+		return
+	}
+	c.sv.log.Info().Int("pid", inst.pid).Ints("leftovers", pids).Msg("stopping leftovers")
+	for _, sid := range sessions {
+		if !slices.Contains(c.sessions, sid) {
+			c.sessions = append(c.sessions, sid)
+		}
+	}
+	// Leftovers of an instance asked to stop had their grace with it
+	// (the stop signal went to its process group): SIGKILL comes when
+	// it was due for the instance, so a stop or shutdown stays within
+	// one stop timeout.
+	killAt := now.Add(c.sv.sup.cfg.StopTimeout)
+	if inst.asked && !inst.killAt.IsZero() && inst.killAt.Before(killAt) {
+		killAt = inst.killAt
+	}
+	if c.killAt.IsZero() || killAt.Before(c.killAt) {
+		c.killAt, c.killed = killAt, false
+	}
+	c.take(pids, now)
+}
+
+// take signals new members, follows those that are metad's children and
+// arms SIGKILL.
+func (c *custody) take(pids []int, now time.Time) {
+	if c.killAt.IsZero() {
+		c.killAt, c.killed = now.Add(c.sv.sup.cfg.StopTimeout), false
+	}
+	if !now.Before(c.killAt) {
+		c.killed = true
+	}
+	sig := c.sv.conf.Stop
+	if c.killed {
+		sig = syscall.SIGKILL
+	}
+	for _, pid := range pids {
+		if slices.Contains(c.members, pid) {
+			continue
+		}
+		c.members = append(c.members, pid)
+		// Orphans of the instance are metad's (the subreaper's)
+		// children: their exits come through the reaper. Others are
+		// found gone by a rescan.
+		if c.sv.sup.cfg.Procs.Adopt(pid, c.sv.onExit) == nil {
+			c.followed = append(c.followed, pid)
+		}
+		c.sv.kill(pid, sig)
+	}
+	c.rescanAt = now.Add(custodyRescan)
+}
+
+// rescan looks again at the sessions in custody and forgets them once
+// empty.
+func (c *custody) rescan(now time.Time) {
+	if c.empty() {
+		return
+	}
+	pids, err := c.source().Members(c.sv.conf.Name, c.sessions, false)
+	if err != nil {
+		c.sv.log.Warn().Err(err).Msg("cannot look for leftovers")
+	}
+	if len(pids) == 0 {
+		c.sv.log.Info().Ints("sessions", c.sessions).Msg("leftovers gone")
+		*c = custody{sv: c.sv, followed: c.followed}
+		return
+	}
+	c.members = slices.DeleteFunc(c.members, func(p int) bool { return !slices.Contains(pids, p) })
+	c.take(pids, now)
+}
+
+// exited handles the exit of a process in custody; it reports whether
+// pid was one.
+func (c *custody) exited(pid int, now time.Time) bool {
+	followed := slices.Contains(c.followed, pid)
+	c.followed = slices.DeleteFunc(c.followed, func(p int) bool { return p == pid })
+	if !slices.Contains(c.members, pid) {
+		return followed // gone from a scan before its exit came
+	}
+	c.members = slices.DeleteFunc(c.members, func(p int) bool { return p == pid })
+	c.rescan(now)
+	return true
+}
+
+// stop hastens custody at a stop, restart or shutdown: whatever is left
+// has had its stop signal; SIGKILL follows at the stop timeout.
+func (c *custody) stop(now time.Time) {
+	c.rescan(now)
+}
+
+// deadline is custody's next SIGKILL or rescan, zero when empty.
+func (c *custody) deadline() time.Time {
+	if c.empty() {
+		return time.Time{}
+	}
+	if c.killed {
+		return c.rescanAt
+	}
+	return earliest(c.killAt, c.rescanAt)
+}
+
+// tick sends SIGKILL when its time has come, and rescans.
+func (c *custody) tick(now time.Time) {
+	if c.empty() {
+		return
+	}
+	if !c.killed && !now.Before(c.killAt) {
+		c.killed = true
+		c.sv.log.Warn().Ints("pids", c.members).Msg("killed leftovers")
+		for _, pid := range c.members {
+			c.sv.kill(pid, syscall.SIGKILL)
+		}
+	}
+	if !now.Before(c.rescanAt) || c.killed {
+		c.rescan(now)
+	}
+}
