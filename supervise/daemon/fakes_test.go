@@ -71,7 +71,7 @@ func (f *fakeSup) Handover(pause func() func()) (*supervise.State, func(), error
 	f.record("handover")
 	resumeReaper := pause()
 	st := &supervise.State{Version: supervise.StateVersion, Services: []supervise.ServiceState{
-		{Config: conffmt.Service{Name: "web", Class: conffmt.Stream}, Socket: devNull(), Instances: []supervise.InstanceState{{PID: 77}}},
+		{Config: "web stream port=7000 /bin/cat", Path: "/bin/cat", Socket: devNull(), Instances: []supervise.InstanceState{{PID: 77}}},
 	}}
 	return st, func() {
 		f.mu.Lock()

@@ -167,8 +167,13 @@ func decode(data []byte) (*Handover, error) {
 		return nil, err
 	}
 	if h.Version == 1 {
-		if st.Version != 1 {
-			return nil, fmt.Errorf("cannot read state: service records of version %d in an envelope of version 1", st.Version)
+		// supervise converts the records it reads to its own version:
+		// what the envelope allows is the version they were written in.
+		var raw struct {
+			Version int `json:"version"`
+		}
+		if err := json.Unmarshal(services, &raw); err != nil || raw.Version != 1 {
+			return nil, fmt.Errorf("cannot read state: service records of version %d in an envelope of version 1", raw.Version)
 		}
 		h.FDs = append(h.FDs, stateDescriptors(st)...)
 	}
@@ -332,4 +337,14 @@ func withoutEnv(env []string, names ...string) []string {
 		}
 	}
 	return out
+}
+
+// stateDescriptors names the descriptors the service records hand over,
+// in this package's NamedFD, so that the envelope's JSON form is its own.
+func stateDescriptors(st *supervise.State) []NamedFD {
+	var fds []NamedFD
+	for _, d := range st.Descriptors() {
+		fds = append(fds, NamedFD{Name: d.Name, FD: d.FD})
+	}
+	return fds
 }
