@@ -56,8 +56,12 @@ type Service struct {
 	Port      int        `json:"port,omitempty"` // listener and stream
 	Instances []Instance `json:"instances"`
 	Restarts  int        `json:"restarts"`
-	Crashes   int        `json:"crashes"`              // in a row
-	NextStart *time.Time `json:"next_start,omitempty"` // next automatic start, when one is scheduled
+	Crashes   int        `json:"crashes"`               // in a row
+	NextStart *time.Time `json:"next_start,omitempty"`  // next automatic start, when one is scheduled
+	Reason    string     `json:"reason,omitempty"`      // why the service is in its state
+	Next      string     `json:"next_reason,omitempty"` // why NextStart: min, period, connection, listen
+	Held      int        `json:"held,omitempty"`        // stream: slots held by crashes
+	Custody   []int      `json:"custody,omitempty"`     // processes left by ended instances, being stopped
 }
 
 // Instance is one running process of a service.
@@ -327,6 +331,10 @@ func serviceOf(s supervise.Status) Service {
 		Instances: make([]Instance, 0, len(s.Instances)),
 		Restarts:  s.Restarts,
 		Crashes:   s.Crashes,
+		Reason:    s.Reason,
+		Next:      s.NextReason,
+		Held:      s.Held,
+		Custody:   s.Custody,
 	}
 	for _, in := range s.Instances {
 		out.Instances = append(out.Instances, Instance{PID: in.PID, Started: in.Started})

@@ -176,7 +176,11 @@ func writeTable(w io.Writer, svcs []netctl.Service) {
 		if len(s.Instances) > 0 {
 			pid, started = strconv.Itoa(s.Instances[0].PID), showTime(s.Instances[0].Started)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Name, s.Class, enabled, s.State, port, s.Restarts, next, pid, started)
+		state := s.State
+		if len(s.Custody) > 0 { // processes left by ended instances, being stopped
+			state += "(+" + strconv.Itoa(len(s.Custody)) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Name, s.Class, enabled, state, port, s.Restarts, next, pid, started)
 		for _, in := range s.Instances[min(1, len(s.Instances)):] {
 			fmt.Fprintf(tw, "\t\t\t\t\t\t\t%d\t%s\n", in.PID, showTime(in.Started))
 		}
