@@ -315,9 +315,17 @@ func (sv *service) closeSockets() {
 // launch is the one path that starts an instance: files are its
 // descriptors 0, 1, 2 and more; with watch_output, stdout and stderr are
 // replaced by pipes (a stream instance's stderr only: its stdout is its
-// connection). env nil means the service's. rem is a stream instance's
-// client, the zero remote for the other classes.
-func (sv *service) launch(now time.Time, files []int, env []string, rem remote) (*instance, error) {
+// connection). extra are variables set last, after the service's
+// environment and its env files (a stream's PROTO and TCP*). rem is a
+// stream instance's client, the zero remote for the other classes.
+func (sv *service) launch(now time.Time, files []int, extra []string, rem remote) (*instance, error) {
+	p, err := sv.spec.proc(files) // reads the env files: may fail as an exec would
+	if err != nil {
+		return nil, err
+	}
+	if extra != nil {
+		p.Env = append(p.Env[:len(p.Env):len(p.Env)], extra...)
+	}
 	var out *output
 	if sv.conf.Watch {
 		names := []string{"stdout", "stderr"}
@@ -332,10 +340,7 @@ func (sv *service) launch(now time.Time, files []int, env []string, rem remote) 
 			files[3-len(names)+i] = out.writeFD(i)
 		}
 	}
-	p := sv.spec.proc(files)
-	if env != nil {
-		p.Env = env
-	}
+	p.Files = files
 	pid, err := sv.sup.cfg.Procs.Spawn(p, sv.onExit)
 	if out != nil {
 		out.closeWriters()

@@ -373,15 +373,13 @@ func (s *streamClass) serve(now time.Time, c conn) {
 	if !local.valid() {
 		local = remote{addr: sv.conf.Addr, port: sv.conf.Port}
 	}
-	env := make([]string, 0, len(sv.spec.env)+5)
-	env = append(env, sv.spec.env...)
-	env = append(env,
+	env := []string{
 		"PROTO=TCP",
-		"TCPREMOTEIP="+c.remote.addr.String(),
-		"TCPREMOTEPORT="+strconv.Itoa(c.remote.port),
-		"TCPLOCALIP="+local.addr.String(),
-		"TCPLOCALPORT="+strconv.Itoa(local.port),
-	)
+		"TCPREMOTEIP=" + c.remote.addr.String(),
+		"TCPREMOTEPORT=" + strconv.Itoa(c.remote.port),
+		"TCPLOCALIP=" + local.addr.String(),
+		"TCPLOCALPORT=" + strconv.Itoa(local.port),
+	}
 	inst, err := sv.launch(now, []int{c.fd, c.fd, sv.sup.stderr}, env, c.remote)
 	if err != nil {
 		sv.log.Error().Err(err).Str("remote", c.remote.addr.String()).Msg("cannot start")
