@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -51,13 +52,19 @@ func TestCommandSignalStateTransparent(t *testing.T) {
 	if err := os.WriteFile(launcher, []byte(launchWithSignals), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The command is cat, which changes nothing of its signal state (a
+	// shell might: dash empties the mask around the children it waits
+	// for): it prints its own status, then waits for the service's
+	// report by reading a FIFO that the service writes to.
 	svcOut := filepath.Join(dir, "service")
-	conf := writeConf(t, "svc daemon sh -c 'cat /proc/self/status > "+svcOut+".new && mv "+svcOut+".new "+svcOut+"; exec sleep 600'\n")
-	// The command waits for the service's report, then prints its own.
-	script := "i=0; while [ ! -s " + svcOut + " ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; exec cat /proc/self/status"
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := writeConf(t, "svc daemon sh -c 'cat /proc/self/status > "+svcOut+".new && mv "+svcOut+".new "+svcOut+"; echo >> "+fifo+"; exec sleep 600'\n")
 	launched := filepath.Join(dir, "launched")
 	cmd := exec.Command(python, launcher, launched, metadBin, "-f", conf, "-s", filepath.Join(dir, "sock"),
-		"-k", "/nonexistent", "--log-format", "json", "--", "/bin/sh", "-c", script)
+		"-k", "/nonexistent", "--log-format", "json", "--", "/bin/cat", "/proc/self/status", fifo)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
