@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -261,7 +262,7 @@ func forkExecShim(path string, argv []string, attr *syscall.ProcAttr, s SignalSt
 	shim.Files = append(append([]uintptr(nil), attr.Files...), w.Fd())
 	spec := fmt.Sprintf("%s=%x,%x,%x", shimEnv, s.Ignored, s.Blocked, len(attr.Files))
 	shim.Env = append(append([]string(nil), attr.Env...), spec)
-	pid, err := syscall.ForkExec("/proc/self/exe", append([]string{path}, argv...), &shim)
+	pid, err := syscall.ForkExec(shimPath(), append([]string{path}, argv...), &shim)
 	w.Close()
 	if err != nil {
 		return 0, fmt.Errorf("cannot start the signal shim: %w", err)
@@ -279,4 +280,22 @@ func forkExecShim(path string, argv []string, attr *syscall.ProcAttr, s SignalSt
 	}
 	errno := syscall.Errno(*(*uint32)(unsafe.Pointer(&b)))
 	return pid, shimStepError(int(*(*uint32)(unsafe.Pointer(&b[4]))), errno)
+}
+
+// shimPath is the file the shim is started from: metad's own binary,
+// through /proc/self/exe, or, where /proc is not mounted (a bare root
+// filesystem, before process 1 has mounted it), the path metad was
+// started as, when it names one.
+func shimPath() string {
+	const self = "/proc/self/exe"
+	if _, err := os.Stat(self); err == nil {
+		return self
+	}
+	if p := os.Args[0]; strings.Contains(p, "/") {
+		return p
+	}
+	if p, err := exec.LookPath(os.Args[0]); err == nil {
+		return p
+	}
+	return self // fails, and says which file
 }
