@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -32,9 +33,16 @@ type Target struct {
 	// that more than one reaches carries it out once.
 	Relays []string
 	Port   int // of network control, for hosts that name none
+	// Expect, with Broadcast, are the addresses of the hosts expected to
+	// answer: those still silent get the request again, each to itself,
+	// and the broadcast ends as soon as each of them, and every other
+	// host that began to answer, has answered in full.
+	Expect []netip.Addr
 	// Timeout bounds the wait for replies. A broadcast gathers replies
-	// for all of it; relays gather for as long, and are given a little
-	// more to send them.
+	// for all of it (unless Expect says who answers); relays gather for
+	// as long, and are given a little more to send them. Within it,
+	// hosts that answered in part are asked for the rest, and named
+	// hosts that are silent get the request again.
 	Timeout time.Duration
 }
 
@@ -61,10 +69,32 @@ type Outcome struct {
 // message is a reply being put together from its parts.
 type message struct {
 	parts [][]byte
-	got   int
+	seen  partSet
+	// route is where to ask for the missing parts: the host itself, or
+	// the relay that forwarded its reply (then origin is the host's
+	// address).
+	route  netip.AddrPort
+	origin netip.Addr
 }
 
-func (m *message) complete() bool { return m.parts != nil && m.got == len(m.parts) }
+func (m *message) complete() bool { return m.seen.complete() }
+
+// retry is a request sent again to a host that is silent.
+type retry struct {
+	host  string // as the gathering names its reply
+	to    netip.AddrPort
+	id    ID
+	next  time.Time
+	every time.Duration // doubles after each retry
+}
+
+// Retries of a request to a silent host: the first after retryFirst,
+// then ever less often.
+const retryFirst = 250 * time.Millisecond
+
+// spreadShare is the share of a broadcast's time that the hosts may
+// spread their replies over (Request.SpreadMS).
+const spreadShare = 4
 
 // gather collects the replies to a network request. It is used by one
 // goroutine.
@@ -84,6 +114,11 @@ type gather struct {
 	ends    map[string]*relayEnd // by relay
 	fwds    map[string]int       // forward datagrams accepted, by relay
 	bytes   int
+	// expect are the hosts (addresses) a broadcast expects; retries the
+	// requests to send again to hosts still silent.
+	expect  []string
+	retries []*retry
+	request []byte // the body of the request, for retries
 }
 
 type gatherMode uint8
@@ -166,7 +201,7 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 	if bcast {
 		network = "udp4"
 	}
-	sock, err := listenGather(network, bcast)
+	sock, err := listenGather(network, bcast, recvBufferFor(max(len(t.Hosts), len(t.Expect))))
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +239,13 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 		for _, a := range addrs {
 			sends = append(sends, send{netip.AddrPortFrom(a, uint16(t.Port)), g.bcast, 0})
 		}
+		for _, a := range t.Expect {
+			a = a.Unmap()
+			g.expect = append(g.expect, a.String())
+			g.retries = append(g.retries, &retry{host: a.String(), to: netip.AddrPortFrom(a, uint16(t.Port)), id: g.bcast,
+				next: now.Add(retryFirst), every: retryFirst})
+		}
+		req.SpreadMS = (t.Timeout / spreadShare).Milliseconds()
 	default:
 		g = newGather(key, gatherHosts)
 		for _, h := range t.Hosts {
@@ -214,12 +256,14 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 			id := newID()
 			g.labels[id] = h
 			sends = append(sends, send{to, id, 0})
+			g.retries = append(g.retries, &retry{host: h, to: to, id: id, next: now.Add(retryFirst), every: retryFirst})
 		}
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
+	g.request = body
 	for _, s := range sends {
 		d := newDatagram(KindRequest, s.id, time.Now())
 		d.Flags, d.Body = s.flags, body
@@ -254,63 +298,115 @@ func resolve(host string, port int) (netip.AddrPort, error) {
 }
 
 // receive reads datagrams from sock until the deadline, or until every
-// reply it waits for is whole.
+// reply it waits for is whole. Meanwhile it asks again for what is
+// missing (askAgain).
 func (g *gather) receive(sock *net.UDPConn, deadline time.Time) {
-	sock.SetReadDeadline(deadline)
 	buf := make([]byte, MaxDatagram+1)
+	next := time.Now().Add(askAfter)
 	for !g.done() {
-		n, from, err := sock.ReadFromUDPAddrPort(buf)
-		if err != nil {
+		now := time.Now()
+		if !now.Before(deadline) {
 			return
 		}
-		g.accept(buf[:n], from.Addr().Unmap(), time.Now())
+		if !now.Before(next) {
+			g.askAgain(sock, now)
+			next = now.Add(askAfter / 2)
+		}
+		sock.SetReadDeadline(earlier(deadline, next))
+		n, from, err := sock.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if os.IsTimeout(err) {
+				continue
+			}
+			return
+		}
+		g.accept(buf[:n], from, time.Now())
 	}
 }
 
 // accept takes a datagram from a host at now. Datagrams that fail
 // authentication, are stale, or answer another request are dropped.
-func (g *gather) accept(b []byte, from netip.Addr, now time.Time) {
+func (g *gather) accept(b []byte, from netip.AddrPort, now time.Time) {
 	d, err := Decode(g.key, b)
 	if err != nil || !fresh(d.Time, now) {
 		return
 	}
+	addr := from.Addr().Unmap()
+	from = netip.AddrPortFrom(addr, from.Port())
 	switch {
 	case d.Kind == KindReply && g.labels[d.ID] != "":
-		g.add(g.labels[d.ID], d)
+		g.add(g.labels[d.ID], d, from, netip.Addr{}, now)
 	case d.Kind == KindReply && d.ID == g.bcast && g.mode == gatherBroadcast:
-		g.add(from.String(), d)
+		g.add(addr.String(), d, from, netip.Addr{}, now)
 	case d.Kind == KindReply && d.ID == g.relay && g.mode == gatherRelay:
-		g.add(g.sender(from), d)
+		g.add(g.sender(addr), d, from, netip.Addr{}, now)
 	case d.Kind == KindForward && d.ID == g.relay && g.mode == gatherRelay:
 		origin, inner := d.forwarded()
 		r, err := Decode(g.key, inner)
 		if err != nil || r.Kind != KindReply || r.ID != g.relay || !fresh(r.Time, now) {
 			return
 		}
-		g.fwds[g.sender(from)]++
-		g.add(g.hostAt(origin.Unmap()), r)
+		g.fwds[g.sender(addr)]++
+		g.add(g.hostAt(origin.Unmap()), r, from, origin.Unmap(), now)
 	case d.Kind == KindRelayEnd && d.ID == g.relay && g.mode == gatherRelay:
 		var e relayEnd
 		if json.Unmarshal(d.Body, &e) == nil {
-			g.ends[g.sender(from)] = &e
+			g.ends[g.sender(addr)] = &e
 		}
 	}
 }
 
-// add files one part of host's reply.
-func (g *gather) add(host string, d *Datagram) {
+// add files one part of host's reply, which came through route (a relay,
+// for origin).
+func (g *gather) add(host string, d *Datagram, route netip.AddrPort, origin netip.Addr, now time.Time) {
 	m := g.msgs[host]
 	if m == nil {
-		m = &message{parts: make([][]byte, d.Parts)}
+		m = &message{parts: make([][]byte, d.Parts), route: route, origin: origin}
 		g.msgs[host] = m
 		g.order = append(g.order, host)
 	}
-	if int(d.Parts) != len(m.parts) || m.parts[d.Part] != nil || g.bytes+len(d.Body) > maxGathered {
+	if int(d.Parts) != len(m.parts) || g.bytes+len(d.Body) > maxGathered || !m.seen.add(d.Part, d.Parts, now) {
 		return
 	}
 	m.parts[d.Part] = bytes.Clone(d.Body)
-	m.got++
 	g.bytes += len(d.Body)
+}
+
+// askAgain sends, at now, a resend for each reply that is incomplete and
+// due, and the request again to each host that is silent and due.
+func (g *gather) askAgain(sock *net.UDPConn, now time.Time) {
+	for _, h := range g.order {
+		m := g.msgs[h]
+		if !m.seen.due(now) {
+			continue
+		}
+		d := newDatagram(KindResend, g.idOf(h), now)
+		d.Body = m.seen.ask(m.origin, now)
+		sendDatagram(sock, g.key, d, m.route) // a send lost is a reply lost: the next ask covers both
+	}
+	for _, r := range g.retries {
+		if g.msgs[r.host] != nil || now.Before(r.next) {
+			continue
+		}
+		d := newDatagram(KindRequest, r.id, now)
+		d.Body = g.request
+		sendDatagram(sock, g.key, d, r.to)
+		r.every *= 2
+		r.next = now.Add(r.every)
+	}
+}
+
+// idOf returns the id of the request host answers.
+func (g *gather) idOf(host string) ID {
+	for id, h := range g.labels {
+		if h == host {
+			return id
+		}
+	}
+	if g.mode == gatherRelay {
+		return g.relay
+	}
+	return g.bcast
 }
 
 // done reports whether there is nothing more to wait for.
@@ -330,10 +426,28 @@ func (g *gather) done() bool {
 				return false
 			}
 		}
-		return true
+		return g.allComplete()
 	default:
-		return false
+		if len(g.expect) == 0 {
+			return false
+		}
+		for _, h := range g.expect {
+			if g.msgs[h] == nil {
+				return false
+			}
+		}
+		return g.allComplete()
 	}
+}
+
+// allComplete reports whether every reply that began to arrive is whole.
+func (g *gather) allComplete() bool {
+	for _, m := range g.msgs {
+		if !m.complete() {
+			return false
+		}
+	}
+	return true
 }
 
 // results returns what each host answered: the named hosts in the order
@@ -362,7 +476,7 @@ func (g *gather) result(host string) Answer {
 	case m == nil:
 		return Answer{Host: host, Err: "no answer"}
 	case !m.complete():
-		return Answer{Host: host, Err: fmt.Sprintf("incomplete reply: %d of %d parts arrived", m.got, len(m.parts))}
+		return Answer{Host: host, Err: fmt.Sprintf("incomplete reply: %d of %d parts arrived", m.seen.got, len(m.parts))}
 	}
 	var r Reply
 	if err := json.Unmarshal(bytes.Join(m.parts, nil), &r); err != nil {

@@ -30,7 +30,7 @@ func TestGatherHosts(t *testing.T) {
 	whole, partial, silent := newID(), newID(), newID()
 	g := newGather(testKey, gatherHosts)
 	g.labels[whole], g.labels[partial], g.labels[silent] = "whole", "partial", "silent"
-	from := netip.MustParseAddr("10.0.0.9")
+	from := netip.MustParseAddrPort("10.0.0.9:611")
 	for _, b := range replyParts(t, whole, big) {
 		g.accept(b, from, testTime)
 		g.accept(b, from, testTime) // duplicates are ignored
@@ -136,7 +136,7 @@ func TestGatherRelay(t *testing.T) {
 			g.addRelay(r, at[r])
 		}
 		for _, d := range tt.in {
-			g.accept(d.b, d.from, testTime)
+			g.accept(d.b, netip.AddrPortFrom(d.from, 611), testTime)
 		}
 		var hosts []string
 		for _, r := range g.results(Target{Relays: tt.relays}) {
