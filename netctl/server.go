@@ -28,6 +28,10 @@ const (
 	defaultGather = time.Second
 	// maxOrigins bounds the hosts one relay forwards replies from.
 	maxOrigins = 4096
+	// endCopies is how many times a relay sends its end: it is one small
+	// datagram, and were it lost metac would wait out its timeout and
+	// report that replies may be missing.
+	endCopies = 3
 )
 
 // relayEnd is the body of a relay-end datagram.
@@ -439,10 +443,14 @@ func (s *Server) relay(ctx context.Context, conn *net.UDPConn, requester netip.A
 		end.Forwarded++
 	}
 	end.Hosts = len(origins)
-	e := newDatagram(KindRelayEnd, id, time.Now())
-	e.Body, _ = json.Marshal(end)
-	if err := sendDatagram(conn, s.Key, e, requester); err != nil {
-		s.Log.Warn().Err(err).Stringer("to", requester).Msg("cannot end relay")
+	body, _ = json.Marshal(end)
+	for range endCopies {
+		e := newDatagram(KindRelayEnd, id, time.Now())
+		e.Body = body
+		if err := sendDatagram(conn, s.Key, e, requester); err != nil {
+			s.Log.Warn().Err(err).Stringer("to", requester).Msg("cannot end relay")
+			break
+		}
 	}
 	s.Log.Info().Int("hosts", end.Hosts).Stringer("to", requester).Msg("relayed request")
 }
