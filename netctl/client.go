@@ -92,6 +92,10 @@ type retry struct {
 // then ever less often.
 const retryFirst = 250 * time.Millisecond
 
+// broadcastHosts is how many hosts metac sizes its receive buffer for
+// when a broadcast expects none in particular.
+const broadcastHosts = 512
+
 // spreadShare is the share of a broadcast's time that the hosts may
 // spread their replies over (Request.SpreadMS).
 const spreadShare = 4
@@ -201,7 +205,12 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 	if bcast {
 		network = "udp4"
 	}
-	sock, err := listenGather(network, bcast, recvBufferFor(max(len(t.Hosts), len(t.Expect))))
+	// A broadcast or relay may bring replies from hosts nobody named.
+	expect := len(t.Hosts)
+	if t.Broadcast {
+		expect = max(len(t.Expect), broadcastHosts)
+	}
+	sock, err := listenGather(network, bcast, recvBufferFor(expect))
 	if err != nil {
 		return nil, err
 	}
@@ -215,6 +224,7 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 		g = newGather(key, gatherRelay)
 		g.relay = newID()
 		req.GatherMS = t.Timeout.Milliseconds()
+		req.SpreadMS = (t.Timeout / spreadShare).Milliseconds()
 		for _, r := range t.Relays {
 			to, err := resolve(r, t.Port)
 			if err != nil {

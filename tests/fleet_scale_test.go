@@ -65,6 +65,16 @@ const (
 // fleetBAddr is the address of host i of subnet B, behind the relay.
 func fleetBAddr(i int) string { return fmt.Sprintf("10.216.0.%d", 10+i) }
 
+// MAC addresses of the fleet's interfaces on A, for static neighbour
+// entries; on B the kernel finds them (ARP).
+func fleetMAC(i int) string { return fmt.Sprintf("02:fe:00:00:%02x:%02x", (i+1)>>8, (i+1)&0xff) }
+func fleetBMAC(i int) string { return fmt.Sprintf("02:fe:02:00:00:%02x", i+1) }
+
+const (
+	fleetClientMAC = "02:fe:01:00:00:64"
+	fleetRelayMAC  = "02:fe:01:00:00:03"
+)
+
 // batchIP runs ip -batch with lines (in namespace ns unless ""), failing
 // the test on error.
 func batchIP(t *testing.T, ns string, lines []string) {
@@ -81,10 +91,11 @@ func batchIP(t *testing.T, ns string, lines []string) {
 }
 
 // addHosts makes one namespace per name, each attached to bridge br of
-// the lab's switch as eth0 with the address addr(i)/bits, in a few
-// commands however many there are. They are removed when the test ends,
-// after everything started later is cleaned up.
-func (l *netLab) addHosts(names []string, br string, bits int, addr func(i int) string) []string {
+// the lab's switch as eth0 with the address addr(i)/bits and the MAC
+// address mac(i), in a few commands however many there are; the lines of
+// neigh are run in each too. They are removed when the test ends, after
+// everything started later is cleaned up.
+func (l *netLab) addHosts(names []string, br string, bits int, addr, mac func(i int) string, neigh []string) []string {
 	l.t.Helper()
 	var add, del, sw []string
 	nss := make([]string, len(names))
@@ -103,11 +114,11 @@ func (l *netLab) addHosts(names []string, br string, bits int, addr func(i int) 
 	batchIP(l.t, "", add)
 	for i, n := range names {
 		port := n + "-" + br
-		sw = append(sw, "link add "+port+" type veth peer name eth0 netns "+nss[i], "link set "+port+" master "+br+" up")
+		sw = append(sw, "link add "+port+" type veth peer name eth0 address "+mac(i)+" netns "+nss[i], "link set "+port+" master "+br+" up")
 	}
 	batchIP(l.t, l.sw, sw)
 	for i, ns := range nss {
-		batchIP(l.t, ns, []string{"link set lo up", fmt.Sprintf("addr add %s/%d brd + dev eth0", addr(i), bits), "link set eth0 up"})
+		batchIP(l.t, ns, append([]string{"link set lo up", fmt.Sprintf("addr add %s/%d brd + dev eth0", addr(i), bits), "link set eth0 up"}, neigh...))
 	}
 	return nss
 }
@@ -147,17 +158,36 @@ func newFleet(t *testing.T, n, services int, web func(i int) string) *fleet {
 		names = append(names, "h"+strconv.Itoa(i))
 		f.addrs = append(f.addrs, fleetAddr(i))
 	}
-	nss := f.lab.addHosts(names, "A", 16, fleetAddr)
+	// Static neighbour entries between the hosts of A and the two that
+	// talk to all of them: otherwise every host asks for the client's
+	// (or the relay's) address by ARP at the same moment, and the
+	// broadcast storm of a whole subnet on one software bridge overflows
+	// the kernel's backlog (net.core.netdev_max_backlog, a setting of the
+	// whole machine that this test leaves alone), which no real switch
+	// does.
+	toClientAndRelay := []string{
+		"neigh replace " + fleetClientAddr + " lladdr " + fleetClientMAC + " dev eth0 nud permanent",
+		"neigh replace " + fleetRelayA + " lladdr " + fleetRelayMAC + " dev eth0 nud permanent",
+	}
+	nss := f.lab.addHosts(names, "A", 16, fleetAddr, fleetMAC, toClientAndRelay)
+	var toHosts []string
+	for i := range n {
+		toHosts = append(toHosts, "neigh replace "+fleetAddr(i)+" lladdr "+fleetMAC(i)+" dev eth0 nud permanent")
+	}
 	f.client = f.lab.addNS("client")
 	f.lab.attach(f.client, "eth0", "A", fleetClientAddr+"/16")
+	batchIP(t, f.client, append([]string{"link set eth0 address " + fleetClientMAC,
+		"neigh replace " + fleetRelayA + " lladdr " + fleetRelayMAC + " dev eth0 nud permanent"}, toHosts...))
 	relay := f.lab.addNS("relay")
 	f.lab.attach(relay, "eth0", "A", fleetRelayA+"/16")
 	f.lab.attach(relay, "eth1", "B", fleetRelayB+"/24")
+	batchIP(t, relay, append([]string{"link set eth0 address " + fleetRelayMAC,
+		"neigh replace " + fleetClientAddr + " lladdr " + fleetClientMAC + " dev eth0 nud permanent"}, toHosts...))
 	var bNames []string
 	for i := range fleetSubnetB {
 		bNames = append(bNames, "b"+strconv.Itoa(i))
 	}
-	bNSs := f.lab.addHosts(bNames, "B", 24, fleetBAddr)
+	bNSs := f.lab.addHosts(bNames, "B", 24, fleetBAddr, fleetBMAC, nil)
 
 	args := []string{"-k", f.key, "--log-level", "info"}
 	for i, ns := range nss {
