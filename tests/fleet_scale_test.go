@@ -67,7 +67,7 @@ func fleetBAddr(i int) string { return fmt.Sprintf("10.216.0.%d", 10+i) }
 
 // MAC addresses of the fleet's interfaces on A, for static neighbour
 // entries; on B the kernel finds them (ARP).
-func fleetMAC(i int) string { return fmt.Sprintf("02:fe:00:00:%02x:%02x", (i+1)>>8, (i+1)&0xff) }
+func fleetMAC(i int) string  { return fmt.Sprintf("02:fe:00:00:%02x:%02x", (i+1)>>8, (i+1)&0xff) }
 func fleetBMAC(i int) string { return fmt.Sprintf("02:fe:02:00:00:%02x", i+1) }
 
 const (
