@@ -89,7 +89,9 @@ type retry struct {
 }
 
 // Retries of a request to a silent host: the first after retryFirst,
-// then ever less often.
+// then ever less often. reexec is never sent again: the image that takes
+// over knows neither the request ids answered nor the replies kept, and
+// would carry it out again.
 const retryFirst = 250 * time.Millisecond
 
 // broadcastHosts is how many hosts metac sizes its receive buffer for
@@ -250,6 +252,9 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 			sends = append(sends, send{netip.AddrPortFrom(a, uint16(t.Port)), g.bcast, 0})
 		}
 		for _, a := range t.Expect {
+			if req.Command == "reexec" {
+				break
+			}
 			a = a.Unmap()
 			g.expect = append(g.expect, a.String())
 			g.retries = append(g.retries, &retry{host: a.String(), to: netip.AddrPortFrom(a, uint16(t.Port)), id: g.bcast,
@@ -266,7 +271,9 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 			id := newID()
 			g.labels[id] = h
 			sends = append(sends, send{to, id, 0})
-			g.retries = append(g.retries, &retry{host: h, to: to, id: id, next: now.Add(retryFirst), every: retryFirst})
+			if req.Command != "reexec" {
+				g.retries = append(g.retries, &retry{host: h, to: to, id: id, next: now.Add(retryFirst), every: retryFirst})
+			}
 		}
 	}
 	body, err := json.Marshal(req)
