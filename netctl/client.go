@@ -98,9 +98,24 @@ const retryFirst = 250 * time.Millisecond
 // when a broadcast expects none in particular.
 const broadcastHosts = 512
 
-// spreadShare is the share of a broadcast's time that the hosts may
-// spread their replies over (Request.SpreadMS).
-const spreadShare = 4
+// The time over which the hosts that answer a broadcast spread their
+// replies (Request.SpreadMS): a share of the time metac waits, and, when
+// metac knows how many hosts answer, spreadPerHost for each, so that a
+// few hosts answer at once and many do not overflow a buffer on the way.
+const (
+	spreadShare   = 4
+	spreadPerHost = 2500 * time.Microsecond
+)
+
+// spreadFor returns the spread of the replies to a broadcast that waits
+// timeout for hosts hosts (0: not known).
+func spreadFor(timeout time.Duration, hosts int) time.Duration {
+	spread := timeout / spreadShare
+	if hosts > 0 {
+		spread = min(spread, time.Duration(hosts)*spreadPerHost)
+	}
+	return min(spread, maxSpread)
+}
 
 // gather collects the replies to a network request. It is used by one
 // goroutine.
@@ -226,7 +241,7 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 		g = newGather(key, gatherRelay)
 		g.relay = newID()
 		req.GatherMS = t.Timeout.Milliseconds()
-		req.SpreadMS = (t.Timeout / spreadShare).Milliseconds()
+		req.SpreadMS = spreadFor(t.Timeout, 0).Milliseconds()
 		for _, r := range t.Relays {
 			to, err := resolve(r, t.Port)
 			if err != nil {
@@ -251,16 +266,16 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 		for _, a := range addrs {
 			sends = append(sends, send{netip.AddrPortFrom(a, uint16(t.Port)), g.bcast, 0})
 		}
+		req.SpreadMS = spreadFor(t.Timeout, len(t.Expect)).Milliseconds()
+		first := time.Duration(req.SpreadMS)*time.Millisecond + retryFirst // not before the reply is due
 		for _, a := range t.Expect {
-			if req.Command == "reexec" {
-				break
-			}
 			a = a.Unmap()
 			g.expect = append(g.expect, a.String())
-			g.retries = append(g.retries, &retry{host: a.String(), to: netip.AddrPortFrom(a, uint16(t.Port)), id: g.bcast,
-				next: now.Add(retryFirst), every: retryFirst})
+			if req.Command != "reexec" {
+				g.retries = append(g.retries, &retry{host: a.String(), to: netip.AddrPortFrom(a, uint16(t.Port)), id: g.bcast,
+					next: now.Add(first), every: retryFirst})
+			}
 		}
-		req.SpreadMS = (t.Timeout / spreadShare).Milliseconds()
 	default:
 		g = newGather(key, gatherHosts)
 		for _, h := range t.Hosts {
