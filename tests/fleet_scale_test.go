@@ -465,6 +465,15 @@ func (f *fleet) rollout(t *testing.T) {
 			}
 		}
 	}
+	// --summary: web on every host that answered, the broken one not
+	// ready.
+	out, errOut, status = f.metac(t, "-b", "--hosts", file, "-t", "10s", "--summary", "list", "web")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if status != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "SERVICE ") || !strings.HasPrefix(lines[1], "web ") ||
+		!strings.HasSuffix(lines[1], " "+hosts[fleetBroken]+" (backoff)") && !strings.HasSuffix(lines[1], " "+hosts[fleetBroken]+" (failed)") {
+		t.Errorf("--summary: got status %d, stdout\n%s\nstderr %q; want one line for web naming %s as not ready", status, out, errOut, hosts[fleetBroken])
+	}
+
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("sampled %d times: at most %d hosts had web not ready", samples, most)

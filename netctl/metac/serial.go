@@ -165,6 +165,10 @@ func (r *rollout) batch(hosts []string) []string {
 	}
 	deadline := time.Now().Add(r.o.readyWait)
 	why := map[string]string{}
+	// A host is back once two lists in a row find its services ready with
+	// the same instances: one list may catch a new instance in the
+	// moment before it crashes.
+	last := map[string][]netctl.Service{}
 	for len(pending) > 0 {
 		got, err := r.call(pending, netctl.NewRequest("list", names...), min(readyAsk, r.o.wait()))
 		if err != nil {
@@ -182,7 +186,17 @@ func (r *rollout) batch(hosts []string) []string {
 			}
 			ok, w := cameBack(r.o.cmd, before[h], a.Reply.Services, all)
 			why[h] = w
-			return ok
+			if !ok {
+				delete(last, h)
+				return false
+			}
+			prev, seen := last[h]
+			last[h] = a.Reply.Services
+			if !seen || !sameInstances(prev, a.Reply.Services) {
+				why[h] = "not ready in two lists in a row"
+				return false
+			}
+			return true
 		})
 		if len(pending) == 0 || time.Now().After(deadline) {
 			break
@@ -217,6 +231,12 @@ func cameBack(cmd string, before, now []netctl.Service, all bool) (bool, string)
 		}
 	}
 	return true, ""
+}
+
+// sameInstances reports whether two lists show every service with the
+// same instances.
+func sameInstances(a, b []netctl.Service) bool {
+	return slices.EqualFunc(a, b, func(x, y netctl.Service) bool { return x.Name == y.Name && samePIDs(x, y) })
 }
 
 // samePIDs reports whether two snapshots of a service show the same

@@ -85,3 +85,27 @@ func TestSummary(t *testing.T) {
 		t.Errorf("got stderr %q, want d without an answer", errOut.String())
 	}
 }
+
+func TestSameInstances(t *testing.T) {
+	svc := func(name string, pids ...int) netctl.Service {
+		s := netctl.Service{Name: name}
+		for _, p := range pids {
+			s.Instances = append(s.Instances, netctl.Instance{PID: p})
+		}
+		return s
+	}
+	a := []netctl.Service{svc("web", 1), svc("db", 2, 3)}
+	for _, tt := range []struct {
+		b    []netctl.Service
+		want bool
+	}{
+		{[]netctl.Service{svc("web", 1), svc("db", 2, 3)}, true},
+		{[]netctl.Service{svc("web", 4), svc("db", 2, 3)}, false},
+		{[]netctl.Service{svc("web", 1)}, false},
+		{[]netctl.Service{svc("db", 2, 3), svc("web", 1)}, false},
+	} {
+		if got := sameInstances(a, tt.b); got != tt.want {
+			t.Errorf("%v: got %v, want %v", tt.b, got, tt.want)
+		}
+	}
+}
