@@ -456,7 +456,7 @@ func runNet(o *options, req netctl.Request, out *printer) int {
 
 // writeHelp writes the usage text with every command.
 func writeHelp(w io.Writer, prog string) {
-	fmt.Fprintf(w, usageText, prog, netctl.DefaultPort, netctl.DefaultKeyFile, netctl.DefaultSocket(), commandHelp(), defaultReadyWait)
+	fmt.Fprintf(w, usageText, prog, netctl.DefaultPort, netctl.DefaultKeyFile, netctl.DefaultSocket(), commandHelp(), strings.TrimSuffix(defaultReadyWait.String(), "0s"))
 }
 
 // commandHelp lists the commands and their arguments.
