@@ -134,6 +134,12 @@ type gather struct {
 	relayAt map[netip.Addr]string
 	ends    map[string]*relayEnd // by relay
 	fwds    map[string]int       // forward datagrams accepted, by relay
+	// via holds the hosts whose replies each relay forwarded; endFrom
+	// where each relay's end came from, and allAsks how often it was
+	// asked for every forward again, and when last.
+	via     map[string]map[string]bool
+	endFrom map[string]netip.AddrPort
+	allAsks map[string]*partSet
 	bytes   int
 	// expect are the hosts (addresses) a broadcast expects; retries the
 	// requests to send again to hosts still silent.
@@ -152,7 +158,8 @@ const (
 
 func newGather(key []byte, mode gatherMode) *gather {
 	return &gather{key: key, mode: mode, labels: make(map[ID]string), msgs: make(map[string]*message),
-		relayAt: make(map[netip.Addr]string), ends: make(map[string]*relayEnd), fwds: make(map[string]int)}
+		relayAt: make(map[netip.Addr]string), ends: make(map[string]*relayEnd), fwds: make(map[string]int),
+		via: make(map[string]map[string]bool), endFrom: make(map[string]netip.AddrPort), allAsks: make(map[string]*partSet)}
 }
 
 // addRelay adds a relay, named name, at address at.
@@ -378,12 +385,21 @@ func (g *gather) accept(b []byte, from netip.AddrPort, now time.Time) {
 		if err != nil || r.Kind != KindReply || r.ID != g.relay || !fresh(r.Time, now) {
 			return
 		}
-		g.fwds[g.sender(addr)]++
-		g.add(g.hostAt(origin.Unmap()), r, from, origin.Unmap(), now)
+		relay, host := g.sender(addr), g.hostAt(origin.Unmap())
+		g.fwds[relay]++
+		if g.via[relay] == nil {
+			g.via[relay] = make(map[string]bool)
+		}
+		g.via[relay][host] = true
+		g.add(host, r, from, origin.Unmap(), now)
 	case d.Kind == KindRelayEnd && d.ID == g.relay && g.mode == gatherRelay:
 		var e relayEnd
-		if json.Unmarshal(d.Body, &e) == nil {
+		if json.Unmarshal(d.Body, &e) == nil && g.ends[g.sender(addr)] == nil {
 			g.ends[g.sender(addr)] = &e
+			g.endFrom[g.sender(addr)] = from
+			// Asked for every forward again once the forwards it counts
+			// had time to arrive: a partSet of one part, never complete.
+			g.allAsks[g.sender(addr)] = &partSet{have: []bool{false}, last: now}
 		}
 	}
 }
@@ -415,6 +431,16 @@ func (g *gather) askAgain(sock *net.UDPConn, now time.Time) {
 		d := newDatagram(KindResend, g.idOf(h), now)
 		d.Body = m.seen.ask(m.origin, now)
 		sendDatagram(sock, g.key, d, m.route) // a send lost is a reply lost: the next ask covers both
+	}
+	for r, a := range g.allAsks {
+		if e := g.ends[r]; len(g.via[r]) >= e.Hosts || !a.due(now) {
+			continue
+		}
+		d := newDatagram(KindResend, g.relay, now)
+		d.Body = encodeResend(allOrigins, nil)
+		a.asks++
+		a.last = now
+		sendDatagram(sock, g.key, d, g.endFrom[r])
 	}
 	for _, r := range g.retries {
 		if g.msgs[r.host] != nil || now.Before(r.next) {
@@ -454,7 +480,7 @@ func (g *gather) done() bool {
 	case gatherRelay:
 		for _, r := range g.relays {
 			e, m := g.ends[r], g.msgs[r]
-			if e == nil || g.fwds[r] < e.Forwarded || m == nil || !m.complete() {
+			if e == nil || len(g.via[r]) < e.Hosts || m == nil || !m.complete() {
 				return false
 			}
 		}
@@ -528,9 +554,9 @@ func (g *gather) relayProblems() []string {
 		case g.msgs[r] == nil:
 		case e == nil:
 			out = append(out, r+": the relay did not report the end of its gathering: replies may be missing")
-		case g.fwds[r] < e.Forwarded:
-			out = append(out, fmt.Sprintf("%s: %d of the %d datagrams the relay forwarded from %d hosts were lost: replies may be missing",
-				r, e.Forwarded-g.fwds[r], e.Forwarded, e.Hosts))
+		case len(g.via[r]) < e.Hosts:
+			out = append(out, fmt.Sprintf("%s: every datagram of %d of the %d hosts the relay forwarded from was lost: replies are missing",
+				r, e.Hosts-len(g.via[r]), e.Hosts))
 		}
 	}
 	return out

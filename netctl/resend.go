@@ -35,6 +35,11 @@ const (
 	resendOriginSize = 16
 )
 
+// allOrigins, as the origin of a resend to a relay, asks for every
+// reply it forwarded, whole: the requester lost every datagram of some
+// host and cannot name it. It is never a host's address.
+var allOrigins = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
 // Errors of keptReplies.resend: the reasons a resend is not honoured.
 var (
 	errNotKept      = errors.New("no reply kept for this request")
@@ -224,6 +229,27 @@ func (k *keptReplies) resend(key keptKey, from netip.AddrPort, want []uint16, no
 		}
 	}
 	return out, nil
+}
+
+// resendAll returns every reply forwarded for request id that a resend
+// of all origins from from asks for, whole, by origin: each counts as a
+// resend of that reply, with the same bounds.
+func (k *keptReplies) resendAll(id ID, from netip.AddrPort, now time.Time) map[netip.Addr][]keptPart {
+	k.mu.Lock()
+	var keys []keptKey
+	for key := range k.m {
+		if key.id == id && key.origin.IsValid() {
+			keys = append(keys, key)
+		}
+	}
+	k.mu.Unlock()
+	out := make(map[netip.Addr][]keptPart)
+	for _, key := range keys {
+		if parts, err := k.resend(key, from, nil, now); err == nil {
+			out[key.origin] = parts
+		}
+	}
+	return out
 }
 
 // keptPart is one part of a kept reply: its index, the number of parts

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,11 +114,30 @@ func TestKeptRepliesBounds(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0].index != 0 || len(got[0].b) != 6 || got[1].index != 2 {
 		t.Errorf("forwards: got %+v %v, want parts 0 and 2", got, err)
 	}
+	// Every forward of a request at once, each counted as a resend of
+	// its reply: not this metad's own reply, nor another request's.
+	second := netip.MustParseAddr("10.2.0.6")
+	k.keepForward(ids[0], second, to, 0, 1, part(4), testTime)
+	k.keepForward(ids[1], second, to, 0, 1, part(4), testTime)
+	k.keepOwn(ids[0], to, [][]byte{part(3)}, testTime)
+	all := k.resendAll(ids[0], to, testTime)
+	if len(all) != 2 || len(all[origin]) != 2 || len(all[second]) != 1 {
+		t.Errorf("every forward: got %v, want the 2 parts of %v and the part of %v", all, origin, second)
+	}
+	if n := len(k.resendAll(ids[0], other, testTime)); n != 0 {
+		t.Errorf("from elsewhere: got %d replies, want none", n)
+	}
+	for range maxResends - 1 {
+		k.resendAll(ids[0], to, testTime)
+	}
+	if n := len(k.resendAll(ids[0], to, testTime)); n != 0 {
+		t.Errorf("after %d resends: got %d replies, want none", maxResends, n)
+	}
 }
 
 // lossyProxy stands between a client and a server: it relays every
 // datagram, and drops those from the server for which drop, given their
-// number from 0, says so.
+// number from 0 and their bytes, says so.
 type lossyProxy struct {
 	addr  netip.AddrPort
 	mu    sync.Mutex
@@ -125,13 +145,13 @@ type lossyProxy struct {
 	drops int
 }
 
-func startLossyProxy(t *testing.T, server netip.AddrPort, drop func(n int) bool) *lossyProxy {
+func startLossyProxy(t *testing.T, server netip.AddrPort, drop func(n int, b []byte) bool) *lossyProxy {
 	t.Helper()
-	front, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 4)})
+	front, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 6)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 4)})
+	back, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 6)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +182,7 @@ func startLossyProxy(t *testing.T, server netip.AddrPort, drop func(n int) bool)
 				return
 			}
 			p.mu.Lock()
-			to, dropped := client, drop(p.n)
+			to, dropped := client, drop(p.n, buf[:n])
 			p.n++
 			if dropped {
 				p.drops++
@@ -211,7 +231,7 @@ func TestCallAsksAgain(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startServer(t, "127.0.0.2:0", testKey, manyServices(60), nil)
-			p := startLossyProxy(t, s.addr, tt.drop)
+			p := startLossyProxy(t, s.addr, func(n int, _ []byte) bool { return tt.drop(n) })
 			args := []string{}
 			if tt.cmd == "disable" {
 				args = []string{"service-0001"}
@@ -286,4 +306,39 @@ func TestNetResendOnlyToTheRequester(t *testing.T) {
 	if calls := s.ctl.callLog(); len(calls) != 1 {
 		t.Errorf("got calls %q, want list once", calls)
 	}
+}
+
+// TestCallAsksARelayForEveryForward loses every datagram of one host's
+// reply between a relay and Call: Call cannot name the host, but the
+// relay's end counts it, and Call asks the relay for every reply it
+// forwarded again.
+func TestCallAsksARelayForEveryForward(t *testing.T) {
+	b1, b2, port := startHosts(t)
+	r := startServer(t, fmt.Sprintf("127.0.0.2:%d", port), testKey, newFakeControl("web"), broadcastsTo(t, "127.0.0.3", "127.0.0.4"))
+	forwards := 0
+	p := startLossyProxy(t, r.addr, func(_ int, b []byte) bool {
+		d, err := Decode(testKey, b)
+		if err != nil || d.Kind != KindForward {
+			return false
+		}
+		forwards++
+		return forwards == 1
+	})
+	relay := p.addr.String()
+	out, err := Call(testKey, Target{Broadcast: true, Relays: []string{relay}, Timeout: time.Second}, NewRequest("disable", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(okHosts(t, out), " "), relay+" 127.0.0.3 127.0.0.4"; got != want {
+		t.Errorf("got hosts %q, want %q", got, want)
+	}
+	if len(out.Problems) != 0 {
+		t.Errorf("got problems %q, want none", out.Problems)
+	}
+	for _, s := range []*testServer{r, b1, b2} {
+		if calls := s.ctl.callLog(); len(calls) != 1 {
+			t.Errorf("%s: got calls %q, want disable web once", s.addr, calls)
+		}
+	}
+	r.log.wait(t, 1, "resent every forwarded reply")
 }

@@ -326,6 +326,14 @@ func (s *Server) again(conn *net.UDPConn, d *Datagram, from netip.AddrPort, now 
 // requester of that reply and has not asked too often.
 func (s *Server) resend(conn *net.UDPConn, d *Datagram, from netip.AddrPort, now time.Time) {
 	origin, want, _ := decodeResend(d.Body) // Decode checked it
+	if origin == allOrigins {
+		all := s.kept.resendAll(d.ID, from, now)
+		s.Log.Debug().Stringer("from", from).Int("hosts", len(all)).Msg("resent every forwarded reply")
+		for o, parts := range all {
+			s.sendKept(conn, d.ID, o, from, parts)
+		}
+		return
+	}
 	parts, err := s.kept.resend(keptKey{d.ID, origin}, from, want, now)
 	if err != nil {
 		s.Log.Debug().Err(err).Stringer("from", from).Msg("resend not honoured")
