@@ -37,7 +37,7 @@ func TestResendBodyRoundTrip(t *testing.T) {
 	}
 }
 
-func FuzzDecodeResend(f *testing.F) {
+func FuzzResendBody(f *testing.F) {
 	f.Add(encodeResend(netip.Addr{}, nil))
 	f.Add(encodeResend(netip.MustParseAddr("10.0.0.1"), []uint16{1, 2, 3}))
 	f.Fuzz(func(t *testing.T, b []byte) {
