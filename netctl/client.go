@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -32,9 +33,16 @@ type Target struct {
 	// that more than one reaches carries it out once.
 	Relays []string
 	Port   int // of network control, for hosts that name none
+	// Expect, with Broadcast, are the addresses of the hosts expected to
+	// answer: those still silent get the request again, each to itself,
+	// and the broadcast ends as soon as each of them, and every other
+	// host that began to answer, has answered in full.
+	Expect []netip.Addr
 	// Timeout bounds the wait for replies. A broadcast gathers replies
-	// for all of it; relays gather for as long, and are given a little
-	// more to send them.
+	// for all of it (unless Expect says who answers); relays gather for
+	// as long, and are given a little more to send them. Within it,
+	// hosts that answered in part are asked for the rest, and named
+	// hosts that are silent get the request again.
 	Timeout time.Duration
 }
 
@@ -61,10 +69,53 @@ type Outcome struct {
 // message is a reply being put together from its parts.
 type message struct {
 	parts [][]byte
-	got   int
+	seen  partSet
+	// route is where to ask for the missing parts: the host itself, or
+	// the relay that forwarded its reply (then origin is the host's
+	// address).
+	route  netip.AddrPort
+	origin netip.Addr
 }
 
-func (m *message) complete() bool { return m.parts != nil && m.got == len(m.parts) }
+func (m *message) complete() bool { return m.seen.complete() }
+
+// retry is a request sent again to a host that is silent.
+type retry struct {
+	host  string // as the gathering names its reply
+	to    netip.AddrPort
+	id    ID
+	next  time.Time
+	every time.Duration // doubles after each retry
+}
+
+// Retries of a request to a silent host: the first after retryFirst,
+// then ever less often. reexec is never sent again: the image that takes
+// over knows neither the request ids answered nor the replies kept, and
+// would carry it out again.
+const retryFirst = 250 * time.Millisecond
+
+// broadcastHosts is how many hosts metac sizes its receive buffer for
+// when a broadcast expects none in particular.
+const broadcastHosts = 512
+
+// The time over which the hosts that answer a broadcast spread their
+// replies (Request.SpreadMS): a share of the time metac waits, and, when
+// metac knows how many hosts answer, spreadPerHost for each, so that a
+// few hosts answer at once and many do not overflow a buffer on the way.
+const (
+	spreadShare   = 4
+	spreadPerHost = 2500 * time.Microsecond
+)
+
+// spreadFor returns the spread of the replies to a broadcast that waits
+// timeout for hosts hosts (0: not known).
+func spreadFor(timeout time.Duration, hosts int) time.Duration {
+	spread := timeout / spreadShare
+	if hosts > 0 {
+		spread = min(spread, time.Duration(hosts)*spreadPerHost)
+	}
+	return min(spread, maxSpread)
+}
 
 // gather collects the replies to a network request. It is used by one
 // goroutine.
@@ -83,7 +134,18 @@ type gather struct {
 	relayAt map[netip.Addr]string
 	ends    map[string]*relayEnd // by relay
 	fwds    map[string]int       // forward datagrams accepted, by relay
+	// via holds the hosts whose replies each relay forwarded; endFrom
+	// where each relay's end came from, and allAsks how often it was
+	// asked for every forward again, and when last.
+	via     map[string]map[string]bool
+	endFrom map[string]netip.AddrPort
+	allAsks map[string]*partSet
 	bytes   int
+	// expect are the hosts (addresses) a broadcast expects; retries the
+	// requests to send again to hosts still silent.
+	expect  []string
+	retries []*retry
+	request []byte // the body of the request, for retries
 }
 
 type gatherMode uint8
@@ -96,7 +158,8 @@ const (
 
 func newGather(key []byte, mode gatherMode) *gather {
 	return &gather{key: key, mode: mode, labels: make(map[ID]string), msgs: make(map[string]*message),
-		relayAt: make(map[netip.Addr]string), ends: make(map[string]*relayEnd), fwds: make(map[string]int)}
+		relayAt: make(map[netip.Addr]string), ends: make(map[string]*relayEnd), fwds: make(map[string]int),
+		via: make(map[string]map[string]bool), endFrom: make(map[string]netip.AddrPort), allAsks: make(map[string]*partSet)}
 }
 
 // addRelay adds a relay, named name, at address at.
@@ -166,7 +229,12 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 	if bcast {
 		network = "udp4"
 	}
-	sock, err := listenGather(network, bcast)
+	// A broadcast or relay may bring replies from hosts nobody named.
+	expect := len(t.Hosts)
+	if t.Broadcast {
+		expect = max(len(t.Expect), broadcastHosts)
+	}
+	sock, err := listenGather(network, bcast, recvBufferFor(expect))
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +248,7 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 		g = newGather(key, gatherRelay)
 		g.relay = newID()
 		req.GatherMS = t.Timeout.Milliseconds()
+		req.SpreadMS = spreadFor(t.Timeout, 0).Milliseconds()
 		for _, r := range t.Relays {
 			to, err := resolve(r, t.Port)
 			if err != nil {
@@ -204,6 +273,16 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 		for _, a := range addrs {
 			sends = append(sends, send{netip.AddrPortFrom(a, uint16(t.Port)), g.bcast, 0})
 		}
+		req.SpreadMS = spreadFor(t.Timeout, len(t.Expect)).Milliseconds()
+		first := time.Duration(req.SpreadMS)*time.Millisecond + retryFirst // not before the reply is due
+		for _, a := range t.Expect {
+			a = a.Unmap()
+			g.expect = append(g.expect, a.String())
+			if req.Command != "reexec" {
+				g.retries = append(g.retries, &retry{host: a.String(), to: netip.AddrPortFrom(a, uint16(t.Port)), id: g.bcast,
+					next: now.Add(first), every: retryFirst})
+			}
+		}
 	default:
 		g = newGather(key, gatherHosts)
 		for _, h := range t.Hosts {
@@ -214,12 +293,16 @@ func callNet(key []byte, t Target, req Request) (*gather, error) {
 			id := newID()
 			g.labels[id] = h
 			sends = append(sends, send{to, id, 0})
+			if req.Command != "reexec" {
+				g.retries = append(g.retries, &retry{host: h, to: to, id: id, next: now.Add(retryFirst), every: retryFirst})
+			}
 		}
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
+	g.request = body
 	for _, s := range sends {
 		d := newDatagram(KindRequest, s.id, time.Now())
 		d.Flags, d.Body = s.flags, body
@@ -254,63 +337,134 @@ func resolve(host string, port int) (netip.AddrPort, error) {
 }
 
 // receive reads datagrams from sock until the deadline, or until every
-// reply it waits for is whole.
+// reply it waits for is whole. Meanwhile it asks again for what is
+// missing (askAgain).
 func (g *gather) receive(sock *net.UDPConn, deadline time.Time) {
-	sock.SetReadDeadline(deadline)
 	buf := make([]byte, MaxDatagram+1)
+	next := time.Now().Add(askAfter)
 	for !g.done() {
-		n, from, err := sock.ReadFromUDPAddrPort(buf)
-		if err != nil {
+		now := time.Now()
+		if !now.Before(deadline) {
 			return
 		}
-		g.accept(buf[:n], from.Addr().Unmap(), time.Now())
+		if !now.Before(next) {
+			g.askAgain(sock, now)
+			next = now.Add(askAfter / 2)
+		}
+		sock.SetReadDeadline(earlier(deadline, next))
+		n, from, err := sock.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if os.IsTimeout(err) {
+				continue
+			}
+			return
+		}
+		g.accept(buf[:n], from, time.Now())
 	}
 }
 
 // accept takes a datagram from a host at now. Datagrams that fail
 // authentication, are stale, or answer another request are dropped.
-func (g *gather) accept(b []byte, from netip.Addr, now time.Time) {
+func (g *gather) accept(b []byte, from netip.AddrPort, now time.Time) {
 	d, err := Decode(g.key, b)
 	if err != nil || !fresh(d.Time, now) {
 		return
 	}
+	addr := from.Addr().Unmap()
+	from = netip.AddrPortFrom(addr, from.Port())
 	switch {
 	case d.Kind == KindReply && g.labels[d.ID] != "":
-		g.add(g.labels[d.ID], d)
+		g.add(g.labels[d.ID], d, from, netip.Addr{}, now)
 	case d.Kind == KindReply && d.ID == g.bcast && g.mode == gatherBroadcast:
-		g.add(from.String(), d)
+		g.add(addr.String(), d, from, netip.Addr{}, now)
 	case d.Kind == KindReply && d.ID == g.relay && g.mode == gatherRelay:
-		g.add(g.sender(from), d)
+		g.add(g.sender(addr), d, from, netip.Addr{}, now)
 	case d.Kind == KindForward && d.ID == g.relay && g.mode == gatherRelay:
 		origin, inner := d.forwarded()
 		r, err := Decode(g.key, inner)
 		if err != nil || r.Kind != KindReply || r.ID != g.relay || !fresh(r.Time, now) {
 			return
 		}
-		g.fwds[g.sender(from)]++
-		g.add(g.hostAt(origin.Unmap()), r)
+		relay, host := g.sender(addr), g.hostAt(origin.Unmap())
+		g.fwds[relay]++
+		if g.via[relay] == nil {
+			g.via[relay] = make(map[string]bool)
+		}
+		g.via[relay][host] = true
+		g.add(host, r, from, origin.Unmap(), now)
 	case d.Kind == KindRelayEnd && d.ID == g.relay && g.mode == gatherRelay:
 		var e relayEnd
-		if json.Unmarshal(d.Body, &e) == nil {
-			g.ends[g.sender(from)] = &e
+		if json.Unmarshal(d.Body, &e) == nil && g.ends[g.sender(addr)] == nil {
+			g.ends[g.sender(addr)] = &e
+			g.endFrom[g.sender(addr)] = from
+			// Asked for every forward again once the forwards it counts
+			// had time to arrive: a partSet of one part, never complete.
+			g.allAsks[g.sender(addr)] = &partSet{have: []bool{false}, last: now}
 		}
 	}
 }
 
-// add files one part of host's reply.
-func (g *gather) add(host string, d *Datagram) {
+// add files one part of host's reply, which came through route (a relay,
+// for origin).
+func (g *gather) add(host string, d *Datagram, route netip.AddrPort, origin netip.Addr, now time.Time) {
 	m := g.msgs[host]
 	if m == nil {
-		m = &message{parts: make([][]byte, d.Parts)}
+		m = &message{parts: make([][]byte, d.Parts), route: route, origin: origin}
 		g.msgs[host] = m
 		g.order = append(g.order, host)
 	}
-	if int(d.Parts) != len(m.parts) || m.parts[d.Part] != nil || g.bytes+len(d.Body) > maxGathered {
+	if int(d.Parts) != len(m.parts) || g.bytes+len(d.Body) > maxGathered || !m.seen.add(d.Part, d.Parts, now) {
 		return
 	}
 	m.parts[d.Part] = bytes.Clone(d.Body)
-	m.got++
 	g.bytes += len(d.Body)
+}
+
+// askAgain sends, at now, a resend for each reply that is incomplete and
+// due, and the request again to each host that is silent and due.
+func (g *gather) askAgain(sock *net.UDPConn, now time.Time) {
+	for _, h := range g.order {
+		m := g.msgs[h]
+		if !m.seen.due(now) {
+			continue
+		}
+		d := newDatagram(KindResend, g.idOf(h), now)
+		d.Body = m.seen.ask(m.origin, now)
+		sendDatagram(sock, g.key, d, m.route) // a send lost is a reply lost: the next ask covers both
+	}
+	for r, a := range g.allAsks {
+		if e := g.ends[r]; len(g.via[r]) >= e.Hosts || !a.due(now) {
+			continue
+		}
+		d := newDatagram(KindResend, g.relay, now)
+		d.Body = encodeResend(allOrigins, nil)
+		a.asks++
+		a.last = now
+		sendDatagram(sock, g.key, d, g.endFrom[r])
+	}
+	for _, r := range g.retries {
+		if g.msgs[r.host] != nil || now.Before(r.next) {
+			continue
+		}
+		d := newDatagram(KindRequest, r.id, now)
+		d.Body = g.request
+		sendDatagram(sock, g.key, d, r.to)
+		r.every *= 2
+		r.next = now.Add(r.every)
+	}
+}
+
+// idOf returns the id of the request host answers.
+func (g *gather) idOf(host string) ID {
+	for id, h := range g.labels {
+		if h == host {
+			return id
+		}
+	}
+	if g.mode == gatherRelay {
+		return g.relay
+	}
+	return g.bcast
 }
 
 // done reports whether there is nothing more to wait for.
@@ -326,14 +480,32 @@ func (g *gather) done() bool {
 	case gatherRelay:
 		for _, r := range g.relays {
 			e, m := g.ends[r], g.msgs[r]
-			if e == nil || g.fwds[r] < e.Forwarded || m == nil || !m.complete() {
+			if e == nil || len(g.via[r]) < e.Hosts || m == nil || !m.complete() {
 				return false
 			}
 		}
-		return true
+		return g.allComplete()
 	default:
-		return false
+		if len(g.expect) == 0 {
+			return false
+		}
+		for _, h := range g.expect {
+			if g.msgs[h] == nil {
+				return false
+			}
+		}
+		return g.allComplete()
 	}
+}
+
+// allComplete reports whether every reply that began to arrive is whole.
+func (g *gather) allComplete() bool {
+	for _, m := range g.msgs {
+		if !m.complete() {
+			return false
+		}
+	}
+	return true
 }
 
 // results returns what each host answered: the named hosts in the order
@@ -362,7 +534,7 @@ func (g *gather) result(host string) Answer {
 	case m == nil:
 		return Answer{Host: host, Err: "no answer"}
 	case !m.complete():
-		return Answer{Host: host, Err: fmt.Sprintf("incomplete reply: %d of %d parts arrived", m.got, len(m.parts))}
+		return Answer{Host: host, Err: fmt.Sprintf("incomplete reply: %d of %d parts arrived", m.seen.got, len(m.parts))}
 	}
 	var r Reply
 	if err := json.Unmarshal(bytes.Join(m.parts, nil), &r); err != nil {
@@ -382,9 +554,9 @@ func (g *gather) relayProblems() []string {
 		case g.msgs[r] == nil:
 		case e == nil:
 			out = append(out, r+": the relay did not report the end of its gathering: replies may be missing")
-		case g.fwds[r] < e.Forwarded:
-			out = append(out, fmt.Sprintf("%s: %d of the %d datagrams the relay forwarded from %d hosts were lost: replies may be missing",
-				r, e.Forwarded-g.fwds[r], e.Forwarded, e.Hosts))
+		case len(g.via[r]) < e.Hosts:
+			out = append(out, fmt.Sprintf("%s: every datagram of %d of the %d hosts the relay forwarded from was lost: replies are missing",
+				r, e.Hosts-len(g.via[r]), e.Hosts))
 		}
 	}
 	return out

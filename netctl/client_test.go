@@ -30,7 +30,7 @@ func TestGatherHosts(t *testing.T) {
 	whole, partial, silent := newID(), newID(), newID()
 	g := newGather(testKey, gatherHosts)
 	g.labels[whole], g.labels[partial], g.labels[silent] = "whole", "partial", "silent"
-	from := netip.MustParseAddr("10.0.0.9")
+	from := netip.MustParseAddrPort("10.0.0.9:611")
 	for _, b := range replyParts(t, whole, big) {
 		g.accept(b, from, testTime)
 		g.accept(b, from, testTime) // duplicates are ignored
@@ -112,7 +112,9 @@ func TestGatherRelay(t *testing.T) {
 		{"no end", []string{"r1"}, []in{reply(r1), fwd(r1, origin)},
 			false, "r1 10.2.0.5", "r1: the relay did not report the end"},
 		{"a forward lost", []string{"r1"}, []in{reply(r1), end(r1, 2, 2), fwd(r1, origin)},
-			false, "r1 10.2.0.5", "r1: 1 of the 2 datagrams"},
+			false, "r1 10.2.0.5", "r1: every datagram of 1 of the 2 hosts"},
+		{"a host's forwards lost, another's as many as were counted", []string{"r1"}, []in{reply(r1), end(r1, 2, 2), fwd(r1, origin), fwd(r1, origin)},
+			false, "r1 10.2.0.5", "r1: every datagram of 1 of the 2 hosts"},
 		{"the relay silent", []string{"r1"}, nil, false, "r1", ""},
 		{"two relays", []string{"r2", "r1"}, []in{reply(r1), reply(r2), fwd(r2, origin), end(r1, 0, 0), end(r2, 1, 1)},
 			true, "r2 r1 10.2.0.5", ""},
@@ -136,7 +138,7 @@ func TestGatherRelay(t *testing.T) {
 			g.addRelay(r, at[r])
 		}
 		for _, d := range tt.in {
-			g.accept(d.b, d.from, testTime)
+			g.accept(d.b, netip.AddrPortFrom(d.from, 611), testTime)
 		}
 		var hosts []string
 		for _, r := range g.results(Target{Relays: tt.relays}) {

@@ -11,10 +11,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// recvBuffer is the receive buffer asked for on the sockets that gather
-// replies: a reply of hundreds of datagrams, from many hosts at once,
-// must not overflow it before metac reads it.
-const recvBuffer = 8 << 20
+// The receive buffer asked for on the sockets that gather replies: a
+// reply of hundreds of datagrams, from many hosts at once, must not
+// overflow it before metac reads it. It grows with the hosts expected,
+// each allowed a reply of recvPerHost, up to maxRecvBuffer.
+const (
+	minRecvBuffer = 8 << 20
+	maxRecvBuffer = 256 << 20
+	recvPerHost   = 64 << 10
+)
+
+// recvBufferFor returns the receive buffer for gathering the replies of
+// hosts hosts.
+func recvBufferFor(hosts int) int {
+	return min(max(minRecvBuffer, hosts*recvPerHost), maxRecvBuffer)
+}
 
 // BroadcastAddrs returns the IPv4 broadcast address of every subnet of
 // every interface that is up and can broadcast, without duplicates.
@@ -64,8 +75,9 @@ func broadcastOf(a net.Addr) (netip.Addr, bool) {
 
 // listenGather opens a UDP socket on an ephemeral port, with a large
 // receive buffer, for sending requests and gathering the replies; with
-// broadcast, it may send to broadcast addresses.
-func listenGather(network string, broadcast bool) (*net.UDPConn, error) {
+// broadcast, it may send to broadcast addresses. recvBuffer is the size of
+// its receive buffer, in bytes.
+func listenGather(network string, broadcast bool, recvBuffer int) (*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {

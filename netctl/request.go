@@ -28,6 +28,10 @@ type Request struct {
 	// GatherMS is how long a relay collects replies, in milliseconds
 	// (relayed requests only).
 	GatherMS int64 `json:"gather_ms,omitempty"`
+	// SpreadMS asks each host to wait a random time up to this many
+	// milliseconds before it sends its reply (at most a second), so that
+	// the replies of a fleet to a broadcast are spread out.
+	SpreadMS int64 `json:"spread_ms,omitempty"`
 }
 
 // NewRequest returns the request for cmd with args, in the version of the

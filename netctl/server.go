@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -27,6 +28,10 @@ const (
 	defaultGather = time.Second
 	// maxOrigins bounds the hosts one relay forwards replies from.
 	maxOrigins = 4096
+	// endCopies is how many times a relay sends its end: it is one small
+	// datagram, and were it lost metac would wait out its timeout and
+	// report that replies may be missing.
+	endCopies = 3
 )
 
 // relayEnd is the body of a relay-end datagram.
@@ -50,6 +55,7 @@ type Server struct {
 
 	gate gate         // Quiesce
 	conn *net.UDPConn // set by Serve, for Quiesce; guarded by gate.mu
+	kept *keptReplies // set by Serve: replies kept for resends
 }
 
 // ListenNet opens the UDP socket of network control on port, on every
@@ -132,6 +138,7 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
 		relayed:  newSeen(seenFor, maxSeen),
 		refusals: newLimiter(time.Second, 10),
 	}
+	s.kept = newKeptReplies()
 	relays := make(chan struct{}, maxRelays)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -155,26 +162,32 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		now := time.Now()
-		d, answer, ok := s.accept(st, buf[:n], from, now)
-		if !ok {
+		d, act := s.accept(st, buf[:n], from, now)
+		switch act {
+		case actDrop:
 			continue
+		case actResend:
+			s.resend(conn, d, from, now)
+			continue
+		case actAgain:
+			s.again(conn, d, from, now)
+			if d.Flags&FlagRelay == 0 {
+				continue
+			}
 		}
 		var req Request
 		if err := json.Unmarshal(d.Body, &req); err != nil {
 			s.Log.Warn().Err(err).Stringer("from", from).Msg("bad network control request")
-			if answer {
-				s.reply(conn, from, d.ID, s.Handler.Fail(fmt.Errorf("bad request: %w", err)))
+			if act == actAnswer {
+				s.reply(ctx, conn, from, d.ID, s.Handler.Fail(fmt.Errorf("bad request: %w", err)), 0, nil)
 			}
 			continue
 		}
-		if answer {
+		if act == actAnswer {
 			log := s.Log.With().Stringer("from", from).
 				Bool("relay", d.Flags&FlagRelay != 0).Bool("relayed", d.Flags&FlagRelayed != 0).Logger()
 			reply, then := s.Handler.answer(log, req, ViaNetwork)
-			s.reply(conn, from, d.ID, reply)
-			if then != nil {
-				then()
-			}
+			s.reply(ctx, conn, from, d.ID, reply, time.Duration(req.SpreadMS)*time.Millisecond, then)
 		}
 		if d.Flags&FlagRelay == 0 {
 			continue
@@ -198,16 +211,28 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) {
 	<-s.gate.answered()
 }
 
-// accept checks a datagram received at now. It returns the request, and
-// whether to answer it, when ok. A datagram refused is logged,
-// rate-limited; another copy of a request already answered is dropped
-// quietly, unless it asks to be relayed: with several relays, one may get
-// another's relayed copy first, and must still relay (ok, not to answer).
-func (s *Server) accept(st *serverState, b []byte, from netip.AddrPort, now time.Time) (req *Datagram, answer, ok bool) {
+// action is what the server does with a datagram that accept let in.
+type action uint8
+
+const (
+	actDrop   action = iota
+	actAnswer        // a request seen for the first time: carry it out
+	actAgain         // another copy of a request answered: its reply again, to its requester only
+	actResend        // a resend request
+)
+
+// accept checks a datagram received at now, and says what to do with it.
+// A datagram refused is logged, rate-limited. Another copy of a request
+// already answered is not carried out again: its requester gets the kept
+// reply again (it lost the reply, or sent the copy before it arrived),
+// and a copy that asks to be relayed is relayed all the same: with
+// several relays, one may get another's relayed copy first, and must
+// still relay.
+func (s *Server) accept(st *serverState, b []byte, from netip.AddrPort, now time.Time) (*Datagram, action) {
 	d, err := Decode(s.Key, b)
 	switch {
 	case err != nil:
-	case d.Kind != KindRequest:
+	case d.Kind != KindRequest && d.Kind != KindResend:
 		err = fmt.Errorf("a %s is not a request", d.Kind)
 	case !fresh(d.Time, now):
 		err = fmt.Errorf("time is %v off", now.Sub(d.Time).Round(time.Second))
@@ -222,38 +247,121 @@ func (s *Server) accept(st *serverState, b []byte, from netip.AddrPort, now time
 		if ok, suppressed := st.refusals.allow(now); ok {
 			s.Log.Warn().Err(err).Stringer("from", from).Int("suppressed", suppressed).Msg("refused network control request")
 		}
-		return nil, false, false
+		return nil, actDrop
+	}
+	if d.Kind == KindResend {
+		return d, actResend
 	}
 	first, err := st.answered.add(d.ID, now)
 	if err == nil && first {
-		return d, true, true
+		return d, actAnswer
 	}
-	if err == nil && d.Flags&FlagRelay != 0 {
-		s.Log.Debug().Stringer("from", from).Msg("request already answered: relaying it only")
-		return d, false, true
+	if err != nil {
+		s.Log.Debug().Stringer("from", from).AnErr("err", err).Msg("request not answered")
+		return nil, actDrop
 	}
-	s.Log.Debug().Stringer("from", from).AnErr("err", err).Msg("request already answered")
-	return nil, false, false
+	s.Log.Debug().Stringer("from", from).Bool("relay", d.Flags&FlagRelay != 0).Msg("request already answered")
+	return d, actAgain
 }
 
 // reply sends r to the requester as a reply to request id, in as many
-// datagrams as it takes.
-func (s *Server) reply(conn *net.UDPConn, to netip.AddrPort, id ID, r Reply) {
+// datagrams as it takes, paced, and keeps it for resends. With spread,
+// it waits a random time up to spread first (bounded by maxSpread), so
+// that the replies of a fleet to a broadcast do not all arrive at once;
+// a reply with then is sent at once, and then runs once it is sent.
+func (s *Server) reply(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, id ID, r Reply, spread time.Duration, then func()) {
 	body, err := json.Marshal(r)
 	if err != nil {
 		s.Log.Error().Err(err).Msg("cannot encode reply")
 		return
 	}
-	parts, err := encodeParts(s.Key, KindReply, id, time.Now(), body)
+	bodies, err := splitBody(KindReply, body)
 	if err != nil {
 		s.Log.Warn().Err(err).Stringer("to", to).Msg("cannot send whole reply")
 		body, _ = json.Marshal(s.Handler.Fail(fmt.Errorf("reply of %d bytes is too large for network control", len(body))))
-		if parts, err = encodeParts(s.Key, KindReply, id, time.Now(), body); err != nil {
+		if bodies, err = splitBody(KindReply, body); err != nil {
 			return
 		}
 	}
-	for _, p := range parts {
-		if _, err := conn.WriteToUDPAddrPort(p, to); err != nil {
+	parts := make([]keptPart, len(bodies))
+	for i, b := range bodies {
+		parts[i] = keptPart{uint16(i), len(bodies), b}
+	}
+	s.kept.keepOwn(id, to, bodies, time.Now())
+	spread = min(spread, maxSpread)
+	if spread <= 0 || then != nil {
+		s.sendKept(conn, id, netip.Addr{}, to, parts)
+		if then != nil {
+			then()
+		}
+		return
+	}
+	delay := rand.N(spread)
+	s.gate.begin()
+	go func() {
+		defer s.gate.end()
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			s.sendKept(conn, id, netip.Addr{}, to, parts)
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// again sends the kept reply to request id again, whole, when from is
+// its requester.
+func (s *Server) again(conn *net.UDPConn, d *Datagram, from netip.AddrPort, now time.Time) {
+	parts, err := s.kept.resend(keptKey{id: d.ID}, from, nil, now)
+	if err != nil {
+		s.Log.Debug().Err(err).Stringer("from", from).Msg("reply not sent again")
+		return
+	}
+	s.sendKept(conn, d.ID, netip.Addr{}, from, parts)
+}
+
+// resend answers a resend request: the parts it asks for of this metad's
+// reply, or of a reply it forwarded as a relay, when from is the
+// requester of that reply and has not asked too often.
+func (s *Server) resend(conn *net.UDPConn, d *Datagram, from netip.AddrPort, now time.Time) {
+	origin, want, _ := decodeResend(d.Body) // Decode checked it
+	if origin == allOrigins {
+		all := s.kept.resendAll(d.ID, from, now)
+		s.Log.Debug().Stringer("from", from).Int("hosts", len(all)).Msg("resent every forwarded reply")
+		for o, parts := range all {
+			s.sendKept(conn, d.ID, o, from, parts)
+		}
+		return
+	}
+	parts, err := s.kept.resend(keptKey{d.ID, origin}, from, want, now)
+	if err != nil {
+		s.Log.Debug().Err(err).Stringer("from", from).Msg("resend not honoured")
+		return
+	}
+	s.Log.Debug().Stringer("from", from).Int("parts", len(parts)).Msg("resent reply parts")
+	s.sendKept(conn, d.ID, origin, from, parts)
+}
+
+// sendKept sends parts of a kept reply to request id to to, paced: this
+// metad's own reply when origin is not valid, else forwards of origin's.
+// Each datagram is made afresh: new nonce, time now.
+func (s *Server) sendKept(conn *net.UDPConn, id ID, origin netip.Addr, to netip.AddrPort, parts []keptPart) {
+	for i, p := range parts {
+		if i > 0 {
+			time.Sleep(partGap)
+		}
+		var b []byte
+		var err error
+		if origin.IsValid() {
+			b, err = encodeForward(s.Key, id, time.Now(), origin, p.b)
+		} else {
+			b, err = encodePart(s.Key, KindReply, id, time.Now(), int(p.index), p.parts, p.b)
+		}
+		if err == nil {
+			_, err = conn.WriteToUDPAddrPort(b, to)
+		}
+		if err != nil {
 			s.Log.Warn().Err(err).Stringer("to", to).Msg("cannot send reply")
 			return
 		}
@@ -277,7 +385,7 @@ func (s *Server) relay(ctx context.Context, conn *net.UDPConn, requester netip.A
 	if err != nil {
 		s.Log.Warn().Err(err).Msg("cannot find every broadcast address to relay to")
 	}
-	sock, err := listenGather("udp4", true)
+	sock, err := listenGather("udp4", true, recvBufferFor(maxOrigins))
 	if err != nil {
 		s.Log.Error().Err(err).Msg("cannot relay request")
 		return
@@ -293,24 +401,46 @@ func (s *Server) relay(ctx context.Context, conn *net.UDPConn, requester netip.A
 		}
 	}
 	var end relayEnd
-	origins := make(map[netip.Addr]bool)
-	sock.SetReadDeadline(deadline)
+	origins := make(map[netip.Addr]*relayOrigin)
 	buf := make([]byte, MaxDatagram+1)
-	for {
-		n, from, err := sock.ReadFromUDPAddrPort(buf)
-		if err != nil {
+	next := time.Now().Add(askAfter)
+	for ctx.Err() == nil {
+		now := time.Now()
+		if !now.Before(deadline) {
 			break
 		}
+		if !now.Before(next) {
+			s.askOrigins(sock, id, origins, now)
+			next = now.Add(askAfter)
+		}
+		sock.SetReadDeadline(earlier(deadline, next))
+		n, from, err := sock.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if os.IsTimeout(err) {
+				continue
+			}
+			break
+		}
+		now = time.Now()
 		origin := from.Addr().Unmap()
 		r, err := Decode(s.Key, buf[:n])
-		if err != nil || r.Kind != KindReply || r.ID != id || !fresh(r.Time, time.Now()) {
+		if err != nil || r.Kind != KindReply || r.ID != id || !fresh(r.Time, now) {
 			s.Log.Debug().Stringer("from", from).AnErr("err", err).Msg("relay dropped a datagram")
 			continue
 		}
-		if !origins[origin] && len(origins) >= maxOrigins {
-			continue
+		o := origins[origin]
+		if o == nil {
+			if len(origins) >= maxOrigins {
+				continue
+			}
+			o = &relayOrigin{from: from}
+			origins[origin] = o
 		}
-		fwd, err := encodeForward(s.Key, id, time.Now(), origin, buf[:n])
+		if !o.parts.add(r.Part, r.Parts, now) {
+			continue // a copy, or not a part of this reply
+		}
+		s.kept.keepForward(id, origin, requester, r.Part, r.Parts, buf[:n], now)
+		fwd, err := encodeForward(s.Key, id, now, origin, buf[:n])
 		if err == nil {
 			_, err = conn.WriteToUDPAddrPort(fwd, requester)
 		}
@@ -318,16 +448,40 @@ func (s *Server) relay(ctx context.Context, conn *net.UDPConn, requester netip.A
 			s.Log.Warn().Err(err).Stringer("to", requester).Msg("cannot forward relayed reply")
 			continue
 		}
-		origins[origin] = true
 		end.Forwarded++
 	}
 	end.Hosts = len(origins)
-	e := newDatagram(KindRelayEnd, id, time.Now())
-	e.Body, _ = json.Marshal(end)
-	if err := sendDatagram(conn, s.Key, e, requester); err != nil {
-		s.Log.Warn().Err(err).Stringer("to", requester).Msg("cannot end relay")
+	body, _ = json.Marshal(end)
+	for range endCopies {
+		e := newDatagram(KindRelayEnd, id, time.Now())
+		e.Body = body
+		if err := sendDatagram(conn, s.Key, e, requester); err != nil {
+			s.Log.Warn().Err(err).Stringer("to", requester).Msg("cannot end relay")
+			break
+		}
 	}
 	s.Log.Info().Int("hosts", end.Hosts).Stringer("to", requester).Msg("relayed request")
+}
+
+// relayOrigin is a host whose reply a relay forwards.
+type relayOrigin struct {
+	from  netip.AddrPort
+	parts partSet
+}
+
+// askOrigins asks each origin whose reply to request id is incomplete for
+// the parts the relay lacks, when it is time to.
+func (s *Server) askOrigins(sock *net.UDPConn, id ID, origins map[netip.Addr]*relayOrigin, now time.Time) {
+	for _, o := range origins {
+		if !o.parts.due(now) {
+			continue
+		}
+		d := newDatagram(KindResend, id, now)
+		d.Body = o.parts.ask(netip.Addr{}, now)
+		if err := sendDatagram(sock, s.Key, d, o.from); err != nil {
+			s.Log.Debug().Err(err).Stringer("to", o.from).Msg("cannot ask for missing parts")
+		}
+	}
 }
 
 // sendDatagram encodes d and sends it to to.

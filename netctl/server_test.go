@@ -240,10 +240,14 @@ func TestNetRefusesReplaysAndStaleRequests(t *testing.T) {
 	// The same datagram again: refused for its nonce.
 	c.resend(captured)
 	s.log.wait(t, 1, "refused network control request", "a replay")
-	// Another copy of a request already answered, with a new nonce:
-	// dropped quietly.
+	// Another copy of a request already answered, with a new nonce: not
+	// carried out again, but its kept reply is sent again to its
+	// requester, who lost it or asked before it arrived.
 	c.send(first, time.Now(), "version")
 	s.log.wait(t, 1, "request already answered")
+	if d := c.next(); d.ID != first {
+		t.Fatalf("got a reply to %x, want the kept one to %x again", d.ID, first)
+	}
 	// Requests made too long ago or too far ahead.
 	c.send(stale, time.Now().Add(-Skew-5*time.Second), "version")
 	c.send(again, time.Now().Add(Skew+5*time.Second), "version")
@@ -406,12 +410,12 @@ func TestNetRelaysAfterARelayedCopy(t *testing.T) {
 	if d := c.next(); d.Kind != KindReply || d.ID != id {
 		t.Fatalf("got a %s to %x, want the reply to %x", d.Kind, d.ID, id)
 	}
-	// Then the request to relay: r does not carry it out again, but
-	// relays it, and b answers through r.
+	// Then the request to relay: r does not carry it out again (it
+	// sends its kept reply again), but relays it, and b answers through r.
 	send(FlagRelay)
-	kinds := []Kind{c.next().Kind, c.next().Kind}
-	if !slices.Equal(kinds, []Kind{KindForward, KindRelayEnd}) {
-		t.Errorf("got %v, want a forward of b's reply and the end of the relay", kinds)
+	kinds := []Kind{c.next().Kind, c.next().Kind, c.next().Kind}
+	if !slices.Equal(kinds, []Kind{KindReply, KindForward, KindRelayEnd}) {
+		t.Errorf("got %v, want r's reply again, a forward of b's reply and the end of the relay", kinds)
 	}
 	if calls := r.ctl.callLog(); len(calls) != 1 {
 		t.Errorf("relay: got calls %q, want disable web once", calls)
@@ -423,9 +427,12 @@ func TestNetRelaysAfterARelayedCopy(t *testing.T) {
 	// Once r has answered the next request, it has read the copy; once
 	// quiesced, every relay it started is over.
 	send(FlagRelay)
-	c.send(newID(), time.Now(), "version")
-	if d := c.next(); d.Kind != KindReply {
-		t.Fatalf("got a %s, want the reply to version", d.Kind)
+	version := newID()
+	c.send(version, time.Now(), "version")
+	for d := c.next(); d.ID != version; d = c.next() {
+		if d.Kind != KindReply && d.Kind != KindRelayEnd || d.ID != id {
+			t.Fatalf("got a %s to %x, want r's reply to %x again (after the copies of the relay's end), then the reply to version", d.Kind, d.ID, id)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()

@@ -61,6 +61,7 @@ const (
 	KindReply                    // metad to the requester: one part of a Reply as JSON
 	KindForward                  // relay to metac: origin address + an origin's reply datagram
 	KindRelayEnd                 // relay to metac: the relay is done; a relayEnd as JSON
+	KindResend                   // requester to metad: send these parts of your reply again
 )
 
 func (k Kind) String() string {
@@ -73,6 +74,8 @@ func (k Kind) String() string {
 		return "forward"
 	case KindRelayEnd:
 		return "relay-end"
+	case KindResend:
+		return "resend"
 	default:
 		return fmt.Sprintf("kind(%d)", uint8(k))
 	}
@@ -185,6 +188,13 @@ func (d *Datagram) check(reserved byte) error {
 		if d.Flags != 0 || d.Parts != 1 || len(d.Body) < forwardOriginSize+overhead {
 			return ErrMalformed
 		}
+	case KindResend:
+		if d.Flags != 0 || d.Parts != 1 {
+			return ErrMalformed
+		}
+		if _, _, err := decodeResend(d.Body); err != nil {
+			return err
+		}
 	default:
 		return ErrMalformed
 	}
@@ -213,26 +223,41 @@ func newID() ID {
 	return id
 }
 
-// encodeParts encodes body as a message of as many parts as it needs, each
-// a datagram of kind for id made at now.
-func encodeParts(key []byte, kind Kind, id ID, now time.Time, body []byte) ([][]byte, error) {
-	parts := (len(body) + partBody - 1) / partBody
-	if parts == 0 {
-		parts = 1
-	}
+// splitBody cuts body into the bodies of as many parts as it needs.
+func splitBody(kind Kind, body []byte) ([][]byte, error) {
+	parts := max(1, (len(body)+partBody-1)/partBody)
 	if parts > maxParts {
 		return nil, fmt.Errorf("cannot send a %s of %d bytes: over %d parts", kind, len(body), maxParts)
 	}
-	out := make([][]byte, 0, parts)
+	out := make([][]byte, parts)
 	for i := range parts {
-		d := newDatagram(kind, id, now)
-		d.Part, d.Parts = uint16(i), uint16(parts)
-		d.Body = body[i*partBody : min((i+1)*partBody, len(body))]
-		b, err := Encode(key, d)
+		out[i] = body[i*partBody : min((i+1)*partBody, len(body))]
+	}
+	return out, nil
+}
+
+// encodePart encodes part i of n, whose body is body, as a datagram of
+// kind for id made at now.
+func encodePart(key []byte, kind Kind, id ID, now time.Time, i, n int, body []byte) ([]byte, error) {
+	d := newDatagram(kind, id, now)
+	d.Part, d.Parts, d.Body = uint16(i), uint16(n), body
+	return Encode(key, d)
+}
+
+// encodeParts encodes body as a message of as many parts as it needs, each
+// a datagram of kind for id made at now.
+func encodeParts(key []byte, kind Kind, id ID, now time.Time, body []byte) ([][]byte, error) {
+	bodies, err := splitBody(kind, body)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(bodies))
+	for i, b := range bodies {
+		d, err := encodePart(key, kind, id, now, i, len(bodies), b)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, b)
+		out = append(out, d)
 	}
 	return out, nil
 }

@@ -190,6 +190,7 @@ func FuzzDecode(f *testing.F) {
 		testDatagram(KindRequest, FlagRelay, `{"v":1,"cmd":"stop","args":["a"],"gather_ms":1000}`),
 		testDatagram(KindReply, 0, `{"v":1,"ok":true}`),
 		testDatagram(KindRelayEnd, 0, `{"hosts":1,"forwarded":1}`),
+		testDatagram(KindResend, 0, string(encodeResend(netip.MustParseAddr("10.0.0.5"), []uint16{0, 3}))),
 	} {
 		b, _ := Encode(testKey, d)
 		f.Add(b)
@@ -224,7 +225,7 @@ func fuzzOne(t *testing.T, b []byte) {
 	g.relay = testID
 	g.addRelay("relay", netip.MustParseAddr("10.0.0.1"))
 	g.addRelay("other", netip.MustParseAddr("10.0.0.2"))
-	g.accept(b, netip.MustParseAddr("10.0.0.1"), d.Time)
+	g.accept(b, netip.MustParseAddrPort("10.0.0.1:611"), d.Time)
 	g.results(Target{Relays: []string{"relay", "other"}})
 	g.relayProblems()
 }

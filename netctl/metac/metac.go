@@ -65,7 +65,16 @@ over the network; -b [BCAST]: every metad on the local subnets (or on BCAST);
   -k KEYFILE         shared key of network control (default %[3]s)
   -s SOCKET          local control socket (default %[4]s)
   -t TIMEOUT         how long to wait for replies (default 1s with -b, 5s with -h,
-                     10s locally); a broadcast gathers replies for all of it
+                     10s locally); a broadcast gathers replies for all of it;
+                     hosts that answered in part are asked again meanwhile
+  --serial N         start, stop, restart, kill, enable, disable, reload,
+                     reexec: on at most N hosts at a time (of -h or --hosts);
+                     the next N only once the services are ready again
+  --keep-going       with --serial: go on after a host that failed (exit 1)
+  --ready-wait D     with --serial: how long a host's services may take to be
+                     ready again before the rollout stops (default %[6]v)
+  --summary          list across hosts: one line per service, how many hosts
+                     have it ready, starting, in backoff, failed, and which not
   --json             one JSON object per host per line, errors included
   -V, --version      print metac's version and exit
   --help             print this help and exit
@@ -87,6 +96,10 @@ type options struct {
 	keyFile   string
 	socket    string
 	timeout   time.Duration // 0: the default for the target
+	serial    int           // --serial: hosts at a time; 0: all at once
+	keepGoing bool
+	readyWait time.Duration
+	summary   bool
 	json      bool
 	version   bool
 	help      bool
@@ -104,7 +117,7 @@ var errNoCommand = errors.New("no command given")
 // On an error, parse goes on to the end all the same, so that the options
 // it returns say whether the error is to be written as JSON.
 func parse(args []string) (*options, error) {
-	o := &options{port: netctl.DefaultPort, keyFile: netctl.DefaultKeyFile, socket: netctl.DefaultSocket()}
+	o := &options{port: netctl.DefaultPort, keyFile: netctl.DefaultKeyFile, socket: netctl.DefaultSocket(), readyWait: defaultReadyWait}
 	var words []string
 	var first error
 	fail := func(err error) {
@@ -124,7 +137,7 @@ func parse(args []string) (*options, error) {
 		}
 		name, val, hasVal := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
 		switch name {
-		case "h", "r", "p", "k", "s", "t", "hosts":
+		case "h", "r", "p", "k", "s", "t", "hosts", "serial", "ready-wait":
 			if !hasVal {
 				if i+1 >= len(args) {
 					fail(missingValue(name))
@@ -152,7 +165,7 @@ func parse(args []string) (*options, error) {
 				}
 				o.bcastTo = addr
 			}
-		case "json", "V", "version", "help":
+		case "json", "V", "version", "help", "keep-going", "summary":
 			if hasVal {
 				fail(fmt.Errorf("flag -%s takes no value", name))
 				continue
@@ -162,6 +175,10 @@ func parse(args []string) (*options, error) {
 				o.json = true
 			case "help":
 				o.help = true
+			case "keep-going":
+				o.keepGoing = true
+			case "summary":
+				o.summary = true
 			default:
 				o.version = true
 			}
@@ -218,6 +235,18 @@ func (o *options) set(name, val string) error {
 			return fmt.Errorf("invalid -t %q: want a duration such as 2s or 500ms", val)
 		}
 		o.timeout = d
+	case "serial":
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 1 {
+			return fmt.Errorf("invalid --serial %q: want a number of hosts, 1 or more", val)
+		}
+		o.serial = n
+	case "ready-wait":
+		d, err := conffmt.ParseDuration(val)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("invalid --ready-wait %q: want a duration such as 30s", val)
+		}
+		o.readyWait = d
 	}
 	return nil
 }
@@ -254,6 +283,18 @@ func (o *options) check() error {
 	}
 	if o.network() && localOnly(o.cmd) {
 		return fmt.Errorf("%s works on the local socket only: run it on the host, without -h or -b", o.cmd)
+	}
+	switch {
+	case o.serial > 0 && !slices.Contains(serialCommands, o.cmd):
+		return fmt.Errorf("--serial rolls out %s, not %s", strings.Join(serialCommands, ", "), o.cmd)
+	case o.serial > 0 && len(o.hosts) == 0 && o.hostsFile == "":
+		return errors.New("--serial needs the hosts to roll out to: -h HOST,... or --hosts FILE")
+	case o.serial > 0 && len(o.relays) > 0:
+		return errors.New("--serial sends to each host itself: it takes no -r")
+	case o.keepGoing && o.serial == 0:
+		return errors.New("--keep-going goes with --serial")
+	case o.summary && !slices.Contains(summaryCommands, o.cmd):
+		return fmt.Errorf("--summary summarizes %s, not %s", strings.Join(summaryCommands, " and "), o.cmd)
 	}
 	return nil
 }
@@ -367,7 +408,21 @@ func runNet(o *options, req netctl.Request, out *printer) int {
 	if err != nil {
 		return out.fail("", err.Error())
 	}
+	if o.serial > 0 {
+		hosts := o.hosts
+		if o.bcast {
+			hosts = expected
+		}
+		return (&rollout{o: o, key: key, req: req, out: out}).run(hosts)
+	}
 	t := o.target()
+	if len(expected) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), lookupWait)
+		for _, h := range expected {
+			t.Expect = append(t.Expect, lookupHost(ctx, stripPort(h))...)
+		}
+		cancel()
+	}
 	got, err := netctl.Call(key, t, req)
 	if err != nil {
 		return out.fail("", err.Error())
@@ -382,7 +437,12 @@ func runNet(o *options, req netctl.Request, out *printer) int {
 		}
 	}
 	out.multi = o.bcast || len(o.hosts) > 1
-	status := out.print(answers)
+	var status int
+	if o.summary {
+		status = out.printSummary(answers)
+	} else {
+		status = out.print(answers)
+	}
 	for _, p := range got.Problems {
 		fmt.Fprintf(out.stderr, "%s: %s\n", out.prog, p)
 		status = exitNoAnswer
@@ -396,7 +456,7 @@ func runNet(o *options, req netctl.Request, out *printer) int {
 
 // writeHelp writes the usage text with every command.
 func writeHelp(w io.Writer, prog string) {
-	fmt.Fprintf(w, usageText, prog, netctl.DefaultPort, netctl.DefaultKeyFile, netctl.DefaultSocket(), commandHelp())
+	fmt.Fprintf(w, usageText, prog, netctl.DefaultPort, netctl.DefaultKeyFile, netctl.DefaultSocket(), commandHelp(), strings.TrimSuffix(defaultReadyWait.String(), "0s"))
 }
 
 // commandHelp lists the commands and their arguments.

@@ -71,6 +71,16 @@ func TestParse(t *testing.T) {
 		{"help as a command", []string{"help"}, func(o *options) bool { return o.help }, ""},
 		{"kill with a signal", []string{"kill", "web", "HUP"}, nil, ""},
 		{"debug stacks", []string{"debug", "stacks"}, func(o *options) bool { return o.cmd == "debug" }, ""},
+		{"--serial", []string{"-h", "a,b", "--serial", "5", "--keep-going", "--ready-wait=10s", "restart", "web"}, func(o *options) bool {
+			return o.serial == 5 && o.keepGoing && o.readyWait.Seconds() == 10
+		}, ""},
+		{"--serial with --hosts and -b", []string{"-b", "--hosts", "f", "--serial", "2", "reload"}, func(o *options) bool { return o.serial == 2 }, ""},
+		{"--serial without hosts", []string{"-b", "--serial", "2", "reload"}, nil, "--serial needs the hosts"},
+		{"--serial of list", []string{"-h", "a", "--serial", "2", "list"}, nil, "--serial rolls out"},
+		{"--serial 0", []string{"-h", "a", "--serial", "0", "stop", "web"}, nil, `invalid --serial "0"`},
+		{"--keep-going alone", []string{"-h", "a", "--keep-going", "stop", "web"}, nil, "--keep-going goes with --serial"},
+		{"--summary", []string{"-b", "--summary", "list"}, func(o *options) bool { return o.summary }, ""},
+		{"--summary of stop", []string{"-b", "--summary", "stop", "web"}, nil, "--summary summarizes"},
 		{"no command", []string{"--json"}, nil, "no command given"},
 		{"unknown flag", []string{"-x", "list"}, nil, "flag provided but not defined: -x"},
 		{"unknown flag after the command", []string{"kill", "web", "-9"}, nil, "flag provided but not defined: -9"},

@@ -189,3 +189,106 @@ func writeTable(w io.Writer, svcs []netctl.Service) {
 }
 
 func showTime(t time.Time) string { return t.Local().Format(timeLayout) }
+
+// summaryCommands are the commands --summary summarizes.
+var summaryCommands = []string{"list", "status"}
+
+// serviceSummary is one line of --summary: a service across the hosts
+// that answered.
+type serviceSummary struct {
+	Service  string      `json:"service"`
+	Hosts    int         `json:"hosts"` // that have it
+	Ready    int         `json:"ready"`
+	Starting int         `json:"starting"`
+	Backoff  int         `json:"backoff"`
+	Failed   int         `json:"failed"`
+	Other    int         `json:"other"` // disabled, stopping...
+	NotReady []hostState `json:"not_ready"`
+}
+
+// hostState names a host and the state a service is in there.
+type hostState struct {
+	Host  string `json:"host"`
+	State string `json:"state"`
+}
+
+// summarize counts each service's states across the answers that are
+// ok, in the order the services first appear.
+func summarize(answers []netctl.Answer) []*serviceSummary {
+	var out []*serviceSummary
+	by := map[string]*serviceSummary{}
+	for _, a := range answers {
+		if a.Reply == nil || !a.Reply.OK {
+			continue
+		}
+		for _, s := range a.Reply.Services {
+			sum := by[s.Name]
+			if sum == nil {
+				sum = &serviceSummary{Service: s.Name, NotReady: []hostState{}}
+				by[s.Name] = sum
+				out = append(out, sum)
+			}
+			sum.Hosts++
+			switch {
+			case ready(s):
+				sum.Ready++
+				continue
+			case s.State == "starting":
+				sum.Starting++
+			case s.State == "backoff":
+				sum.Backoff++
+			case s.State == "failed":
+				sum.Failed++
+			default:
+				sum.Other++
+			}
+			sum.NotReady = append(sum.NotReady, hostState{a.Host, s.State})
+		}
+	}
+	return out
+}
+
+// printSummary writes one line per service across the answers (the
+// hosts that did not answer are reported as errors) and returns metac's
+// exit status.
+func (p *printer) printSummary(answers []netctl.Answer) int {
+	status := exitOK
+	for _, r := range answers {
+		switch {
+		case r.Reply == nil:
+			status = max(status, exitNoAnswer)
+		case !r.Reply.OK:
+			status = max(status, exitFailed)
+		default:
+			continue
+		}
+		if p.json {
+			p.printJSON(r)
+		} else {
+			p.printError(r)
+		}
+	}
+	sums := summarize(answers)
+	if p.json {
+		for _, s := range sums {
+			b, _ := json.Marshal(s)
+			fmt.Fprintf(p.stdout, "%s\n", b)
+		}
+		return status
+	}
+	tw := tabwriter.NewWriter(p.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tHOSTS\tREADY\tSTARTING\tBACKOFF\tFAILED\tOTHER\tNOT READY")
+	for _, s := range sums {
+		var not []string
+		for _, h := range s.NotReady {
+			not = append(not, h.Host+" ("+h.State+")")
+		}
+		list := "-"
+		if len(not) > 0 {
+			list = strings.Join(not, ", ")
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Service, s.Hosts, s.Ready, s.Starting, s.Backoff, s.Failed, s.Other, list)
+	}
+	tw.Flush()
+	return status
+}

@@ -66,7 +66,7 @@ func run() int {
 	flag.DurationVar(&b.cell, "cell", 3*time.Second, "duration of one stream measurement")
 	flag.IntVar(&b.rounds, "rounds", 3, "rounds of every alternating measurement")
 	flag.IntVar(&b.orphans, "orphans", 5000, "orphans in the reaping burst")
-	flag.StringVar(&only, "only", "", "run only these steps, comma-separated: stream,services,restart,reap,overhead,list,idle")
+	flag.StringVar(&only, "only", "", "run only these steps, comma-separated: stream,services,restart,reap,overhead,list,fleet,idle")
 	flag.BoolVar(&quick, "quick", false, "a short run to try the bench (1 round, 1s cells): its numbers are not the report's")
 	flag.Parse()
 	b.services, b.many = 100, 1000
@@ -112,6 +112,7 @@ func run() int {
 		{"reap", "PID 1: reaping orphans", b.benchReap},
 		{"overhead", "init overhead", b.benchOverhead},
 		{"list", "metac list of 1000 services", b.benchList},
+		{"fleet", "fleet: metac -b against an ssh loop", b.benchFleet},
 		{"idle", "binary size and idle memory", b.benchIdle},
 	}
 	for _, s := range steps {

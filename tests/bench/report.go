@@ -32,6 +32,7 @@ type results struct {
 	overhead     map[string][]float64 // ms per run
 	list         *listResult
 	idle         []idleRow
+	fleet        []fleetRow
 }
 
 // machine describes where the bench ran.
@@ -415,6 +416,7 @@ func (b *bench) markdown(charts map[string]string) string {
 	}
 	p("")
 
+	p("%s", b.fleetMarkdown())
 	p("## Binary size and idle memory")
 	p("")
 	p("Idle: an init with a sleeping command, a supervisor with no service, an inetd with one service")
