@@ -47,6 +47,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./conffmt
 	$(GO) test -run='^$$' -fuzz=FuzzEnvFile -fuzztime=$(FUZZTIME) ./conffmt
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./netctl
+	$(GO) test -run='^$$' -fuzz=FuzzResendBody -fuzztime=$(FUZZTIME) ./netctl
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./netctl/metac
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeState -fuzztime=$(FUZZTIME) ./supervise/daemon
 	$(GO) test -run='^$$' -fuzz=FuzzParseAnswer -fuzztime=$(FUZZTIME) ./supervise/daemon
@@ -121,7 +122,7 @@ man:
 	done
 
 # make bench: metad side by side with the programs it replaces (issue 8);
-# writes docs/BENCHMARKS.md and docs/bench-stream*.svg in about ten
+# writes docs/BENCHMARKS.md and docs/bench-stream*.svg in about twenty
 # minutes. Needs root (PID namespaces) on Debian: the peers are installed
 # when missing, without starting their services (RUNLEVEL=1).
 BENCH_PKGS := tini catatonit dumb-init xinetd ucspi-tcp s6 runit supervisor busybox-static

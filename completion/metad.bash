@@ -39,11 +39,11 @@ _metac_complete() {
 	for ((i = first; i < COMP_CWORD; i++)); do
 		word=${COMP_WORDS[i]}
 		case $word in
-		-s | -h | -p | -k | -r)
+		-s | -h | -p | -k | -r | --hosts)
 			target+=("$word" "${COMP_WORDS[i+1]}")
 			((i++))
 			;;
-		-t) ((i++)) ;;
+		-t | --serial | --ready-wait) ((i++)) ;;
 		-*) ;;
 		*)
 			if [ -z "$cmd" ]; then
@@ -54,7 +54,7 @@ _metac_complete() {
 		esac
 	done
 	case $prev in
-	-s | -k)
+	-s | -k | --hosts)
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return
 		;;
@@ -62,7 +62,7 @@ _metac_complete() {
 		COMPREPLY=($(compgen -A hostname -- "$cur"))
 		return
 		;;
-	-p | -t) return ;;
+	-p | -t | --serial | --ready-wait) return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		COMPREPLY=($(compgen -W "$(_metac_help_words options "$@") --help --version" -- "$cur"))

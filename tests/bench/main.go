@@ -9,7 +9,8 @@
 // ratios. Every subject runs in a PID namespace of its own, killed with it
 // at the end of its measurement (and by the kernel if the bench dies), and
 // everything lives in one temporary directory removed at the end. Only the
-// loopback interface is used.
+// loopback interface is used, but for the fleet step, which builds network
+// namespaces of its own.
 package main
 
 import (

@@ -452,7 +452,7 @@ func (b *bench) markdown(charts map[string]string) string {
 	p("path weighs most. Executions are timed with fanotify on private copies of the programs. Every")
 	p("subject runs in a PID namespace of its own (the inits as its PID 1, the others under a small")
 	p("helper), killed at the end of its measurement, and the kernel kills the namespaces if the bench")
-	p("dies; only the loopback is used; the bench removes its temporary directory. The whole run is")
+	p("dies; only the loopback is used, but for the fleet step, which builds network namespaces of its own; the bench removes its temporary directory. The whole run is")
 	p("bounded (%v here). For profiling by hand, `go run ./tests/bench -helper load PORT CLIENTS 10s`", r.took.Round(time.Second))
 	p("runs the load generator alone.")
 	p("")
