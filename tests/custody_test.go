@@ -164,7 +164,9 @@ func TestIssue12NginxCustody(t *testing.T) {
 		return pid
 	}
 	workersOf := func(pid int) []int {
-		return pidsOf(procsWhere(func(p proc) bool { return p.ppid == pid && len(p.argv) > 0 && strings.HasPrefix(p.argv[0], "nginx: worker") }))
+		return pidsOf(procsWhere(func(p proc) bool {
+			return p.ppid == pid && len(p.argv) > 0 && strings.HasPrefix(p.argv[0], "nginx: worker")
+		}))
 	}
 	get := func() (string, error) {
 		cl := http.Client{Timeout: 5 * time.Second}
