@@ -188,6 +188,30 @@ func (m *instance) waitEventOr(limit time.Duration, n int, match func(event) boo
 	}
 }
 
+// waitSince waits, for at most limit, for an event that matches among
+// those from index from on, without failing the test; it reports whether
+// there was one.
+func (m *instance) waitSince(from int, limit time.Duration, match func(event) bool) bool {
+	timer := time.AfterFunc(limit, func() {
+		m.mu.Lock()
+		m.cond.Broadcast()
+		m.mu.Unlock()
+	})
+	defer timer.Stop()
+	deadline := time.Now().Add(limit)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for {
+		if from < len(m.events) && slices.ContainsFunc(m.events[from:], match) {
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		m.cond.Wait()
+	}
+}
+
 // listServices runs metac --json list and returns each service as the
 // JSON object metac printed, so that fields added later can be read too.
 func (c ctl) listServices(names ...string) []map[string]any {

@@ -116,13 +116,21 @@ func TestIssue12StreamNeverWedges(t *testing.T) {
 				reloads++
 				args = []string{"reload"}
 			}
-			if out, status := c.ctlTry(5*time.Second, args...); status < 0 {
+			out, status := c.ctlTry(5*time.Second, args...)
+			if status < 0 {
 				t.Errorf("round %d: metac %s did not answer in 5s: %q", round, strings.Join(args, " "), out)
 				break
 			}
 			switch step {
 			case "restart":
-				// The four instances are stopped: wait until they have ended.
+				// The four instances are stopped: wait until they have
+				// ended. (Were restart refused for a stream, the clients
+				// end them.)
+				if status != 0 {
+					for _, h := range holding {
+						h.Close()
+					}
+				}
 				if !eventually(waitLimit, func() bool { return running() == 0 }) {
 					t.Errorf("round %d: %d instances of crashy still run after restart", round, running())
 				}
