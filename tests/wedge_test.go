@@ -91,12 +91,14 @@ func TestIssue12StreamNeverWedges(t *testing.T) {
 		}
 		serves("at start")
 		// Crashes hold slots for the backoff; then four clients that keep
-		// their connection open keep four instances running.
+		// their connection open keep four instances running. They come
+		// from another address than the crashes, which may be held
+		// against theirs.
 		crashClients(crashAddr, 3)
 		m.waitEvent(3, "crashy to crash three times", msg("exited", "crashy"))
 		var holding []net.Conn
 		for range 4 {
-			h, err := net.DialTimeout("tcp", crashAddr, waitLimit)
+			h, err := dialFrom("127.0.0.5", crashAddr, waitLimit)
 			if err != nil {
 				t.Fatalf("round %d: cannot connect to crashy: %v", round, err)
 			}
