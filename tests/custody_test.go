@@ -54,7 +54,7 @@ func TestIssue12CustodyLeftovers(t *testing.T) {
 	// lists it in the service's custody; it is killed after the stop
 	// timeout.
 	var leftover proc
-	if !eventually(waitLimit, func() bool {
+	if !pollUntil(waitLimit, func() bool {
 		ps := procsWhere(sleeping(stub))
 		if len(ps) > 0 {
 			leftover = ps[0]
@@ -64,19 +64,19 @@ func TestIssue12CustodyLeftovers(t *testing.T) {
 		t.Fatalf("stubborn's leftover sleep %s never ran", stub)
 	}
 	listed := false
-	eventually(stop+time.Second, func() bool {
+	pollUntil(stop+time.Second, func() bool {
 		listed = c.inCustody("stubborn", leftover.pid)
 		return listed || !alive(leftover.pid)
 	})
 	if !listed {
 		t.Errorf("leftover %d of stubborn: not listed by metac --json list (or status) outside instances: %v", leftover.pid, c.listServices("stubborn"))
 	}
-	if !eventually(stop+3*time.Second, func() bool { return !alive(leftover.pid) }) {
+	if !pollUntil(stop+3*time.Second, func() bool { return !alive(leftover.pid) }) {
 		t.Errorf("leftover %d of stubborn (ignores TERM) still runs %v after it was left, want killed after the stop timeout %v", leftover.pid, stop+3*time.Second, stop)
 	}
 
 	// Shutdown with a leftover in custody.
-	eventually(waitLimit, func() bool { return len(procsWhere(sleeping(stub))) > 0 })
+	pollUntil(waitLimit, func() bool { return len(procsWhere(sleeping(stub))) > 0 })
 	start := time.Now()
 	m.signal(syscall.SIGTERM)
 	exited, status := m.waitExitOr(stop + 2*time.Second)
@@ -91,8 +91,8 @@ func TestIssue12CustodyLeftovers(t *testing.T) {
 	}
 }
 
-// tail returns the last lines of a log file, for a failure message.
-func tail(path string) string {
+// logTail returns the last lines of a log file, for a failure message.
+func logTail(path string) string {
 	b, _ := os.ReadFile(path)
 	if len(b) > 1500 {
 		b = b[len(b)-1500:]
@@ -195,7 +195,7 @@ func TestIssue12NginxCustody(t *testing.T) {
 		var workers []int
 		var body string
 		var gerr error
-		ok := eventually(15*time.Second, func() bool {
+		ok := pollUntil(15*time.Second, func() bool {
 			if pid = master(); pid == 0 || pid == not {
 				return false
 			}
@@ -206,7 +206,7 @@ func TestIssue12NginxCustody(t *testing.T) {
 			return gerr == nil && body == text+"\n"
 		})
 		if !ok {
-			t.Fatalf("%s: nginx is not serving (master %d, workers %v, got %q, %v); the end of its error log:\n%s", what, pid, workers, body, gerr, tail(filepath.Join(dir, "error.log")))
+			t.Fatalf("%s: nginx is not serving (master %d, workers %v, got %q, %v); the end of its error log:\n%s", what, pid, workers, body, gerr, logTail(filepath.Join(dir, "error.log")))
 		}
 		return pid, workers
 	}
@@ -229,15 +229,15 @@ func TestIssue12NginxCustody(t *testing.T) {
 
 	// metac kill nginx HUP reaches the master: it starts new workers.
 	c.must("kill", "nginx", "HUP")
-	reloaded := eventually(waitLimit, func() bool {
+	reloaded := pollUntil(waitLimit, func() bool {
 		now := workersOf(second)
 		return len(now) == 2 && !slices.ContainsFunc(now, func(pid int) bool { return slices.Contains(workers, pid) })
 	})
 	if !reloaded {
-		t.Errorf("after metac kill nginx HUP: master %d has workers %v, want two new ones instead of %v; the end of the error log:\n%s", second, workersOf(second), workers, tail(filepath.Join(dir, "error.log")))
+		t.Errorf("after metac kill nginx HUP: master %d has workers %v, want two new ones instead of %v; the end of the error log:\n%s", second, workersOf(second), workers, logTail(filepath.Join(dir, "error.log")))
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "error.log")); !strings.Contains(string(b), "reconfiguring") {
-		t.Errorf("nginx's error log does not say it got SIGHUP (reconfiguring):\n%s", tail(filepath.Join(dir, "error.log")))
+		t.Errorf("nginx's error log does not say it got SIGHUP (reconfiguring):\n%s", logTail(filepath.Join(dir, "error.log")))
 	}
 	if got := master(); got != second {
 		t.Errorf("after HUP: got master %d, want %d still", got, second)
@@ -279,7 +279,7 @@ func TestIssue12PidfileDaemonSetsidLate(t *testing.T) {
 	}
 	c.must("kill", "late", "USR1")
 	// The recorder writes the signal and exits 0 once it has seen SIGUSR1.
-	if !eventually(5*time.Second, func() bool { return len(readLines(t, sigfile)) >= 2 }) {
+	if !pollUntil(5*time.Second, func() bool { return len(readLines(t, sigfile)) >= 2 }) {
 		t.Errorf("metac kill late USR1 did not reach daemon %d in 5s (it saw %v)", pid, readLines(t, sigfile))
 		syscall.Kill(pid, syscall.SIGKILL) // on to the next instance
 	} else if got := readLines(t, sigfile); got[1] != "10" {
@@ -287,11 +287,11 @@ func TestIssue12PidfileDaemonSetsidLate(t *testing.T) {
 	}
 	// The next one, stopped: SIGTERM, then SIGKILL after the stop timeout.
 	next := m.waitEvent(2, "the daemon to be followed again", msg("following daemon", "late")).int("pid")
-	if !eventually(waitLimit, func() bool { p, ok := readProc(next); return ok && p.sid == next }) {
+	if !pollUntil(waitLimit, func() bool { p, ok := readProc(next); return ok && p.sid == next }) {
 		t.Fatalf("daemon %d never called setsid", next)
 	}
 	c.must("stop", "late")
-	if !eventually(stop+3*time.Second, func() bool { return !alive(next) }) {
+	if !pollUntil(stop+3*time.Second, func() bool { return !alive(next) }) {
 		t.Errorf("after metac stop, daemon %d still runs %v later, want stopped within the stop timeout %v", next, stop+3*time.Second, stop)
 	}
 }

@@ -40,7 +40,7 @@ func TestIssue12ListShowsTheRealNextStart(t *testing.T) {
 			t.Errorf("metac list says the next start is in %v, want within a few seconds (the 1s backoff): %v", d.Round(time.Second), s)
 		}
 	}
-	if !eventually(waitLimit, func() bool { return len(procsWhere(sleeping(arg))) == 1 }) {
+	if !pollUntil(waitLimit, func() bool { return len(procsWhere(sleeping(arg))) == 1 }) {
 		t.Errorf("hourly was not restarted after its first crash within %v", waitLimit)
 	}
 }
@@ -81,13 +81,13 @@ func TestIssue12ListOrderAndRefusalsLogged(t *testing.T) {
 	m := startMetad(t, runOpts{conf: conf.String(), bin: bin})
 	c := ctlOf(m)
 	m.waitEvent(len(order), "every service to start", msg("started"))
-	if got := names(c.listServices()); !slices.Equal(got, order) {
+	if got := serviceNames(c.listServices()); !slices.Equal(got, order) {
 		t.Errorf("list: got %v, want config order %v", got, order)
 	}
 	for i := 1; i <= 3; i++ {
 		c.must("reexec")
 		m.waitEvent(i, "the new image", msg("took over from the previous metad"))
-		if got := names(c.listServices()); !slices.Equal(got, order) {
+		if got := serviceNames(c.listServices()); !slices.Equal(got, order) {
 			t.Errorf("list after re-exec %d: got %v, want config order %v", i, got, order)
 		}
 	}
@@ -115,7 +115,7 @@ func TestIssue12ListOrderAndRefusalsLogged(t *testing.T) {
 	if !m.loggedAfter(from, 5*time.Second, "re-exec", "reexec") {
 		t.Errorf("a refused metac reexec was not logged at warn or error")
 	}
-	if got := names(c.listServices()); !slices.Equal(got, order) {
+	if got := serviceNames(c.listServices()); !slices.Equal(got, order) {
 		t.Errorf("list after the refusals: got %v, want config order %v", got, order)
 	}
 }

@@ -107,9 +107,9 @@ func killLeftovers(t *testing.T, match func(proc) bool) {
 // may not exist yet; the waits are bounded by their deadline.
 const procPoll = 10 * time.Millisecond
 
-// eventually polls cond until it holds or limit has passed, and reports
+// pollUntil polls cond until it holds or limit has passed, and reports
 // whether it held.
-func eventually(limit time.Duration, cond func() bool) bool {
+func pollUntil(limit time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)
 	for {
 		if cond() {
@@ -126,7 +126,7 @@ func eventually(limit time.Duration, cond func() bool) bool {
 // returns those still there at the deadline.
 func waitNone(limit time.Duration, match func(proc) bool) []proc {
 	var left []proc
-	eventually(limit, func() bool {
+	pollUntil(limit, func() bool {
 		left = procsWhere(match)
 		return len(left) == 0
 	})
@@ -228,8 +228,8 @@ func (c ctl) listServices(names ...string) []map[string]any {
 	return h.Services
 }
 
-// names returns the "name" of each service.
-func names(svcs []map[string]any) []string {
+// serviceNames returns the "name" of each service.
+func serviceNames(svcs []map[string]any) []string {
 	var out []string
 	for _, s := range svcs {
 		n, _ := s["name"].(string)

@@ -16,8 +16,8 @@ func markedDaemon(name, opts, file, arg string) string {
 	return name + " daemon " + opts + " /bin/sh -c " + shq("echo $$ >> "+file+"; exec sleep "+arg) + "\n"
 }
 
-// ran reports whether a marker file has been written.
-func ran(t *testing.T, file string) bool {
+// markerWritten reports whether a marker file has been written.
+func markerWritten(t *testing.T, file string) bool {
 	t.Helper()
 	_, err := os.Stat(file)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -49,7 +49,7 @@ func TestIssue12NothingStartsDuringShutdown(t *testing.T) {
 	m := startMetad(t, runOpts{conf: conf, args: []string{"--stop-timeout", stop.String()}})
 	c := ctlOf(m)
 	m.waitEvent(1, "the control socket", msg("control socket listening"))
-	if !eventually(waitLimit, func() bool { return len(procsWhere(sleeping(stub))) == 1 }) {
+	if !pollUntil(waitLimit, func() bool { return len(procsWhere(sleeping(stub))) == 1 }) {
 		t.Fatalf("stubborn's sleep %s is not running", stub)
 	}
 
@@ -72,10 +72,10 @@ func TestIssue12NothingStartsDuringShutdown(t *testing.T) {
 	if pids := readLines(t, stubRan); len(pids) != 1 {
 		t.Errorf("metac start during the shutdown started stubborn again: got instances %v, want only the first", pids)
 	}
-	if ran(t, lateRan) {
+	if markerWritten(t, lateRan) {
 		t.Errorf("metac start/enable during the shutdown started later (pid %s)", readLines(t, lateRan))
 	}
-	if ran(t, addedRan) {
+	if markerWritten(t, addedRan) {
 		t.Errorf("metac reload during the shutdown started the added service (pid %s)", readLines(t, addedRan))
 	}
 	ofServices := func(p proc) bool { return sleeping(stub)(p) || sleeping(late)(p) || sleeping(added)(p) }
@@ -109,10 +109,10 @@ func TestIssue12SecondMetadRefuses(t *testing.T) {
 	} else if status != 1 {
 		t.Errorf("a second metad on %s: got exit status %d, want 1", sock, status)
 	}
-	if ran(t, secondRan) {
+	if markerWritten(t, secondRan) {
 		t.Errorf("the second metad started its service (pid %s)", readLines(t, secondRan))
 	}
-	if got := names(shared.listServices()); len(got) != 1 || got[0] != "first" {
+	if got := serviceNames(shared.listServices()); len(got) != 1 || got[0] != "first" {
 		t.Errorf("on %s: got services %v, want the first metad's [first]", sock, got)
 	}
 
@@ -121,7 +121,7 @@ func TestIssue12SecondMetadRefuses(t *testing.T) {
 	other := startMetad(t, runOpts{conf: markedDaemon("second", "", otherRan, second)})
 	waitFileLines(t, otherRan, 1)
 	other.waitEvent(1, "the control socket", msg("control socket listening"))
-	if got := names(ctlOf(other).listServices()); len(got) != 1 || got[0] != "second" {
+	if got := serviceNames(ctlOf(other).listServices()); len(got) != 1 || got[0] != "second" {
 		t.Errorf("on its own socket: got services %v, want [second]", got)
 	}
 }

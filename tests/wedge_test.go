@@ -106,7 +106,7 @@ func TestIssue12StreamNeverWedges(t *testing.T) {
 			holding = append(holding, h)
 		}
 		running := func() int { return len(procsWhere(crashyProc)) }
-		if !eventually(waitLimit, func() bool { return running() == 4 }) {
+		if !pollUntil(waitLimit, func() bool { return running() == 4 }) {
 			t.Fatalf("round %d: got %d instances of crashy, want the 4 of the clients that hold their connection", round, running())
 		}
 		maxes := [][2]int{{1, 3}, {2, 4}}[round%2]
@@ -134,7 +134,7 @@ func TestIssue12StreamNeverWedges(t *testing.T) {
 						h.Close()
 					}
 				}
-				if !eventually(waitLimit, func() bool { return running() == 0 }) {
+				if !pollUntil(waitLimit, func() bool { return running() == 0 }) {
 					t.Errorf("round %d: %d instances of crashy still run after restart", round, running())
 				}
 				serves("after restart")
