@@ -104,6 +104,7 @@ func TestIssue12StreamNeverWedges(t *testing.T) {
 				t.Fatalf("round %d: cannot connect to crashy: %v", round, err)
 			}
 			holding = append(holding, h)
+			t.Cleanup(func() { h.Close() })
 		}
 		running := func() int { return len(procsWhere(crashyProc)) }
 		if !pollUntil(waitLimit, func() bool { return running() == 4 }) {
