@@ -51,8 +51,12 @@ func crashClients(addr string, n int) {
 // restart, disable, enable, stop, enable, reload on the crashy one with
 // client connections in between, then SIGTERM. Every round, git daemon
 // answers throughout and metad exits within --stop-timeout + 2s. Each
-// reload changes the crashy service's max, so that slots taken before it
-// are given back after it.
+// round keeps four instances of the crashy service running across a
+// reload that lowers its max below four, and restart then ends them: the
+// slots taken before the reload are given back after it, which is where
+// the slot accounting of metad 9739c5e gave back more than it held and
+// its acceptor blocked for ever on the next stop (metac disable hung,
+// then the shutdown).
 func TestIssue12StreamNeverWedges(t *testing.T) {
 	gitBin, err := exec.LookPath("git")
 	if err != nil {
