@@ -160,34 +160,6 @@ func (m *instance) waitExitOr(limit time.Duration) (exited bool, status int) {
 	return m.done, m.status
 }
 
-// waitEventOr waits for the n-th event that matches for at most limit,
-// without failing the test.
-func (m *instance) waitEventOr(limit time.Duration, n int, match func(event) bool) (event, bool) {
-	timer := time.AfterFunc(limit, func() {
-		m.mu.Lock()
-		m.cond.Broadcast()
-		m.mu.Unlock()
-	})
-	defer timer.Stop()
-	deadline := time.Now().Add(limit)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for {
-		seen := 0
-		for _, ev := range m.events {
-			if match(ev) {
-				if seen++; seen == n {
-					return ev, true
-				}
-			}
-		}
-		if !time.Now().Before(deadline) {
-			return nil, false
-		}
-		m.cond.Wait()
-	}
-}
-
 // waitSince waits, for at most limit, for an event that matches among
 // those from index from on, without failing the test; it reports whether
 // there was one.
