@@ -64,12 +64,10 @@ type model struct {
 	f        *fakeProcs
 	fs       *fakeSockets
 	s        *Supervisor
-	h        *handover // the supervisor replaced by the last re-exec, abandoned
 	confs    []conffmt.Service
 	ops      []string
 	stubborn map[int]bool   // pids that ignore their stop signal
 	ceiling  map[string]int // most slots a stream may use: max, or more after a shrinking reload
-	refused  int            // connections to a closed port
 }
 
 func runModel(t *testing.T, seed uint64, steps int) {
