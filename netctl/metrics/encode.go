@@ -70,7 +70,7 @@ func families(snap *Snapshot) []family {
 
 	build := family{name: "metad_build_info", typ: "gauge", help: "Always 1; the labels say which metad runs."}
 	build.add(1, "version", snap.Version, "goversion", snap.GoVersion)
-	services := family{name: "metad_services", typ: "gauge", help: "Services in metad's config."}
+	services := family{name: "metad_services", typ: "gauge", help: "Services metad supervises (those that answered this scrape)."}
 	services.add(float64(len(svcs)))
 	out := []family{build, services}
 
