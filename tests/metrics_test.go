@@ -279,3 +279,32 @@ func promQuery(u string) (float64, bool) {
 	v, err := strconv.ParseFloat(s, 64)
 	return v, err == nil
 }
+
+// After a re-exec the new image serves metrics on the same port: the
+// old image's socket did not outlive the exec, the counters carried over,
+// and the process is the same.
+func TestMetricsAfterReexec(t *testing.T) {
+	m, u := startWithMetrics(t)
+	m.waitEvent(2, "the crashing service to end twice", msg("exited", "crashy"))
+	before := scrapeMetrics(t, u)
+	restarts := mustValue(t, before, `metad_service_restarts_total{service="crashy"}`)
+	if out, errOut, status := m.metac("reexec"); status != 0 {
+		t.Fatalf("metac reexec: status %d, %q %q", status, out, errOut)
+	}
+	m.waitEvent(1, "the new image", msg("took over from the previous metad"))
+	m.waitEvent(2, "metrics in the new image", msg("metrics listening"))
+	after := scrapeMetrics(t, u)
+	if got := mustValue(t, after, `metad_service_restarts_total{service="crashy"}`); got < restarts {
+		t.Errorf("crashy's restarts after the re-exec: got %v, want at least %v", got, restarts)
+	}
+	if got := mustValue(t, after, `metad_service_instances{service="ok"}`); got != 1 {
+		t.Errorf("ok's instances after the re-exec: got %v, want 1", got)
+	}
+	start := "process_start_time_seconds"
+	if a, b := mustValue(t, before, start), mustValue(t, after, start); a != b {
+		t.Errorf("%s: got %v after the re-exec, %v before; want the same process", start, b, a)
+	}
+	if n := m.count(msg("metrics are off")); n != 0 {
+		t.Errorf("the new image could not listen: %v", m.matching(msg("metrics are off")))
+	}
+}
