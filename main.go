@@ -28,6 +28,7 @@ import (
 	"metad/init"
 	"metad/netctl"
 	"metad/netctl/metac"
+	"metad/netctl/metrics"
 	"metad/supervise"
 	"metad/supervise/daemon"
 )
@@ -63,11 +64,13 @@ type options struct {
 	check, verbose, version bool
 	port                    int
 	keyFile                 string
+	metrics                 string
 	logFormat, logLevel     string
 }
 
 const usage = `usage: metad [-f FILE] [-n [-v]] [-s SOCKET] [-p PORT] [-k KEYFILE] [--stop-timeout DUR]
-             [--log-format console|json] [--log-level LEVEL] [-g] [-- COMMAND [ARG...]]
+             [--log-format console|json] [--log-level LEVEL] [--metrics ADDR:PORT]
+             [-g] [-- COMMAND [ARG...]]
        metad ctl ARGS...   (same as metac ARGS...)
 `
 
@@ -86,6 +89,7 @@ func parseOptions(args []string) (*options, error) {
 	stop := fs.String("stop-timeout", "10s", "the grace `DUR` between the stop signal and SIGKILL (default: 10s)")
 	fs.StringVar(&o.logFormat, "log-format", "", "the log `FORMAT`, console or json (default: console on a terminal, else json)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "the log `LEVEL`: trace, debug, info, warn or error (default: info; warn in command mode on a terminal)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR:PORT`/metrics; ADDR is required, e.g. 127.0.0.1:9100 (default: none)")
 	fs.BoolVar(&o.Group, "g", false, "command mode: forward signals to the command's process group")
 	fs.BoolVar(&o.version, "V", false, "print the version and exit")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -123,6 +127,9 @@ func parseOptions(args []string) (*options, error) {
 	o.StopTimeout = d
 	if o.port < 1 || o.port > 65535 {
 		return nil, fmt.Errorf("invalid -p %d: not a port", o.port)
+	}
+	if err := metrics.CheckAddr(o.metrics); given["metrics"] && err != nil {
+		return nil, fmt.Errorf("invalid --metrics %q: %v", o.metrics, err)
 	}
 	if o.logFormat != "" && o.logFormat != "console" && o.logFormat != "json" {
 		return nil, fmt.Errorf("invalid --log-format %q: want console or json", o.logFormat)
@@ -248,6 +255,10 @@ func controlServers(o *options, log zerolog.Logger) func(*daemon.Daemon, daemon.
 		ctl := daemon.Control{Local: local, Close: func() { cancel(); wg.Wait() }}
 		wg.Go(func() { netctl.ServeLocal(ctx, local, h, log) })
 		log.Info().Str("socket", local.Path()).Msg("control socket listening")
+		if o.metrics != "" {
+			m := &metrics.Server{Addr: o.metrics, Services: d.Controller(), Version: version, Log: log}
+			wg.Go(func() { m.Run(ctx) })
+		}
 
 		key, err := netctl.LoadKey(o.keyFile)
 		if err != nil {
