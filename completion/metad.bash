@@ -122,13 +122,13 @@ _metad() {
 		COMPREPLY=($(compgen -W "trace debug info warn error" -- "$cur"))
 		return
 		;;
-	-p | --stop-timeout | -stop-timeout) return ;;
+	-p | --stop-timeout | -stop-timeout | --metrics | -metrics) return ;;
 	esac
 	if ((COMP_CWORD == 1)) && [[ $cur != -* ]]; then
 		COMPREPLY=($(compgen -W "ctl --" -- "$cur"))
 		return
 	fi
-	COMPREPLY=($(compgen -W "-f -n -v -s -p -k -g -V -h --stop-timeout --log-format --log-level --help --version --" -- "$cur"))
+	COMPREPLY=($(compgen -W "-f -n -v -s -p -k -g -V -h --stop-timeout --log-format --log-level --metrics --help --version --" -- "$cur"))
 }
 
 complete -F _metac metac

@@ -25,7 +25,18 @@ const (
 	stateBackoff               // enabled, waiting out a crash delay before the next start
 	stateStopping              // leftovers of an ended instance, or everything at removal or shutdown, are being stopped
 	stateDone                  // removed or shut down: nothing left; the goroutine has ended
+	stateCount                 // the number of states, not a state
 )
+
+// States returns the name of every state a service can be in, in the
+// order of the state machine: what Status.State may hold.
+func States() []string {
+	names := make([]string, 0, stateCount)
+	for s := range stateCount {
+		names = append(names, s.String())
+	}
+	return names
+}
 
 func (s state) String() string {
 	switch s {

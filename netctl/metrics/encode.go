@@ -15,7 +15,7 @@ import (
 // States are the states a service can be in, as supervise names them
 // (see metad(8)); metad_service_state has one series for each. A state
 // supervise reports that is not in the list gets a series all the same.
-var States = []string{"disabled", "idle", "running", "backoff", "stopping", "done"}
+var States = supervise.States()
 
 // Snapshot is what one scrape shows: the services and metad's own figures.
 type Snapshot struct {
