@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -21,9 +23,11 @@ type group interface {
 	into(p *initsys.Proc)
 	// PIDs lists every process in the cgroup.
 	PIDs() ([]int, error)
-	// Kill sends SIGKILL to every process in the cgroup, those forked
-	// meanwhile included.
-	Kill() error
+	// Signal sends sig to every process in the cgroup, once. (Not
+	// Cgroup.Kill: on some kernels a cgroup.kill leaves the cgroup
+	// killing every process started into it with CLONE_INTO_CGROUP
+	// afterwards, for good; custody's rescans catch what forks meanwhile.)
+	Signal(sig syscall.Signal) error
 	// Wait blocks until the cgroup is empty or ctx is done.
 	Wait(ctx context.Context) error
 	// Remove removes the empty cgroup.
@@ -73,12 +77,20 @@ type groupRef struct {
 // it is removed: what is left is a process killed and not reaped yet.
 const removeWait = time.Second
 
+// killTries is how many times SIGKILL goes to what a service no longer
+// configured left, within removeWait.
+const killTries = 10
+
 // CgroupsName returns the name of metad's cgroup for the control socket
 // socket: "metad" and a hash of the socket's absolute path, so that two
 // metads on one machine with different sockets, even started in the same
 // cgroup, get different ones, while a re-exec, or a metad started again
-// on the same socket, takes over the same one.
+// on the same socket, takes over the same one. Without a socket, the name
+// has metad's pid instead.
 func CgroupsName(socket string) string {
+	if socket == "" {
+		return "metad.pid" + strconv.Itoa(os.Getpid()) // kept by a re-exec
+	}
 	if abs, err := filepath.Abs(socket); err == nil {
 		socket = abs
 	}
@@ -205,11 +217,16 @@ func (s *Supervisor) emptyGroup(name string, ref *groupRef) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout)
 		err := ref.g.Wait(ctx)
 		cancel()
-		if err != nil && s.unused(name, ref) {
-			if err := ref.g.Kill(); err != nil {
+		// SIGKILL, again for what forked meanwhile, until it is empty.
+		for try := 0; err != nil && try < killTries && s.unused(name, ref); try++ {
+			if err := ref.g.Signal(syscall.SIGKILL); err != nil {
 				log.Warn().Err(err).Msg("cannot kill what a service no longer configured left")
 			}
+			ctx, cancel := context.WithTimeout(context.Background(), removeWait/killTries)
+			err = ref.g.Wait(ctx)
+			cancel()
 		}
 	}
 	s.removeGroup(name, ref)
 }
+

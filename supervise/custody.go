@@ -268,12 +268,7 @@ func (c *custody) tick(now time.Time) {
 		for _, pid := range c.members {
 			c.sv.kill(pid, syscall.SIGKILL)
 		}
-		if c.strays && len(c.sv.instances) == 0 {
-			// Whatever the members forked since the last scan, too.
-			if err := c.sv.group.Kill(); err != nil {
-				c.sv.log.Warn().Err(err).Msg("cannot kill leftovers")
-			}
-		}
+
 	}
 	if !now.Before(c.rescanAt) || c.killed {
 		c.rescan(now)

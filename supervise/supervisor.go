@@ -51,9 +51,10 @@ type Config struct {
 	// process in it, those that called setsid included. A service's
 	// cgroup is removed once the service is removed or shut down and it
 	// is empty; one of a service that is not loaded is emptied and
-	// removed at the first Load or Restore. The Supervisor does not
-	// remove Cgroups itself: its owner does, after Shutdown, unless it
-	// hands over to a new image. nil: custody by session only.
+	// removed at the first Load or Restore. A handover leaves them to
+	// the next image. The Supervisor does not remove Cgroups itself: its
+	// owner does, once Shutdown has returned. nil: custody by session
+	// only.
 	Cgroups *initsys.Cgroups
 }
 
