@@ -229,4 +229,3 @@ func (s *Supervisor) emptyGroup(name string, ref *groupRef) {
 	}
 	s.removeGroup(name, ref)
 }
-
