@@ -52,7 +52,8 @@ func cgroupOf(mnt string, pid int) string {
 // nor its session finds it. With a cgroup per service it is in custody
 // (listed by metac), killed after the stop timeout before the next start,
 // and again at shutdown; the service's cgroup is under metad's while it
-// runs and is gone, with metad's, once metad has exited.
+// runs, kept across a re-exec, and is gone, with metad's, once metad has
+// exited.
 func TestCgroupCustodyTakesSetsid(t *testing.T) {
 	requireRoot(t)
 	mnt := cgroup2Mount(t)
@@ -119,6 +120,15 @@ func TestCgroupCustodyTakesSetsid(t *testing.T) {
 	metadDir := cgroupOf(mnt, m.cmd.Process.Pid)
 	if filepath.Dir(filepath.Dir(svcDir)) != metadDir {
 		t.Errorf("got the service's cgroup %q, want it two levels under metad's %q", svcDir, metadDir)
+	}
+
+	// A re-exec keeps the cgroups: the new image takes them over.
+	if _, errOut, status := runBin(t, metacBin, "-s", sock, "reexec"); status != 0 {
+		t.Fatalf("metac reexec: got status %d, stderr %q", status, errOut)
+	}
+	m.waitEvent(1, "the new image to take over", msg("took over from the previous metad"))
+	if got := cgroupOf(mnt, second); got != svcDir || !alive(next) {
+		t.Fatalf("after the re-exec: got the instance in cgroup %q, stray alive %v; want %q, true", got, alive(next), svcDir)
 	}
 
 	// At shutdown, the stray is stopped too, and the cgroups are removed.
