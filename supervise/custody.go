@@ -60,6 +60,7 @@ type custody struct {
 	sv       *service
 	sessions []int
 	strays   bool      // the cgroup's strays are in custody
+	sweepAt  time.Time // a stream's: when to look for strays; zero if not due
 	members  []int     // the last scan's processes
 	followed []int     // members metad follows with the reaper, until their exit comes
 	killAt   time.Time // SIGKILL for whatever is left; zero when nothing is
@@ -97,6 +98,14 @@ func (c *custody) add(inst *instance, now time.Time) {
 	// With no other instance (nor a pidfile daemon still to be found)
 	// running, whatever else is in the cgroup is the ended instance's.
 	strays := c.sv.group != nil && c.sv.plan().live == 0
+	if strays && inst.remote.valid() {
+		// A stream's connections come and go: one look at the cgroup
+		// per rescan period, not one per connection.
+		if c.sweepAt.IsZero() {
+			c.sweepAt = now.Add(custodyRescan)
+		}
+		strays = false
+	}
 	if strays {
 		found := c.findStrays()
 		pids = append(pids, found...)
@@ -174,7 +183,7 @@ func (c *custody) rescan(now time.Time) {
 	}
 	if len(pids) == 0 {
 		c.sv.log.Info().Ints("sessions", c.sessions).Bool("cgroup", c.strays).Msg("leftovers gone")
-		*c = custody{sv: c.sv, followed: c.followed}
+		*c = custody{sv: c.sv, followed: c.followed, sweepAt: c.sweepAt}
 		return
 	}
 	c.members = slices.DeleteFunc(c.members, func(p int) bool { return !slices.Contains(pids, p) })
@@ -200,14 +209,21 @@ func (c *custody) exited(pid int, now time.Time) bool {
 // (which the instance's stop signal reaches) joins custody: the cgroup is
 // emptied.
 func (c *custody) stop(now time.Time) {
-	if c.sv.group != nil {
-		if pids := c.findStrays(); len(pids) > 0 {
-			c.strays = true
-			c.sv.log.Info().Ints("leftovers", pids).Msg("stopping leftovers")
-			c.take(pids, now)
-		}
-	}
+	c.sweep(now)
 	c.rescan(now)
+}
+
+// sweep takes the cgroup's strays into custody.
+func (c *custody) sweep(now time.Time) {
+	c.sweepAt = time.Time{}
+	if c.sv.group == nil {
+		return
+	}
+	if pids := c.findStrays(); len(pids) > 0 {
+		c.strays = true
+		c.sv.log.Info().Ints("leftovers", pids).Msg("stopping leftovers")
+		c.take(pids, now)
+	}
 }
 
 // findStrays returns the processes of the service's cgroup that belong to
@@ -246,19 +262,28 @@ func (c *custody) findStrays() []int {
 	})
 }
 
-// deadline is custody's next SIGKILL or rescan, zero when empty.
+// deadline is custody's next SIGKILL, rescan or sweep, zero if none.
 func (c *custody) deadline() time.Time {
-	if c.empty() {
-		return time.Time{}
+	switch {
+	case c.empty():
+		return c.sweepAt
+	case c.killed:
+		return earliest(c.sweepAt, c.rescanAt)
+	default:
+		return earliest(c.sweepAt, earliest(c.killAt, c.rescanAt))
 	}
-	if c.killed {
-		return c.rescanAt
-	}
-	return earliest(c.killAt, c.rescanAt)
 }
 
-// tick sends SIGKILL when its time has come, and rescans.
+// tick sweeps a stream's cgroup when no instance runs, sends SIGKILL
+// when its time has come, and rescans.
 func (c *custody) tick(now time.Time) {
+	if !c.sweepAt.IsZero() && !now.Before(c.sweepAt) {
+		if c.sv.plan().live == 0 {
+			c.sweep(now)
+		} else {
+			c.sweepAt = time.Time{} // the last of those running will set it again
+		}
+	}
 	if c.empty() {
 		return
 	}
