@@ -114,6 +114,8 @@ func (c *custody) add(inst *instance, now time.Time) {
 	if len(pids) == 0 {
 		return
 	}
+	slices.Sort(pids)
+	pids = slices.Compact(pids) // the session's are in the cgroup too
 	c.strays = c.strays || strays
 	c.sv.log.Info().Int("pid", inst.pid).Ints("leftovers", pids).Msg("stopping leftovers")
 	for _, sid := range sessions {
@@ -293,7 +295,6 @@ func (c *custody) tick(now time.Time) {
 		for _, pid := range c.members {
 			c.sv.kill(pid, syscall.SIGKILL)
 		}
-
 	}
 	if !now.Before(c.rescanAt) || c.killed {
 		c.rescan(now)
