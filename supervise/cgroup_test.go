@@ -16,10 +16,13 @@ import (
 )
 
 // fakeGroup is a service's cgroup over fakeProcs: every running fake
-// process is in it, or, with only, those of only that still run.
+// process is in it, or, with only, those of only that still run, or,
+// with service, those of that service (fakeProcs.owner).
 type fakeGroup struct {
-	f    *fakeProcs
-	only []int
+	f       *fakeProcs
+	only    []int
+	service string
+	signal  func(int, syscall.Signal) error // nil: obeys all but SIGTERM
 
 	mu      sync.Mutex
 	removed int
@@ -32,7 +35,12 @@ func (g *fakeGroup) PIDs() ([]int, error) {
 	defer g.f.mu.Unlock()
 	var out []int
 	for pid := range g.f.running {
-		if g.only == nil || slices.Contains(g.only, pid) {
+		switch {
+		case g.service != "":
+			if g.f.owner[pid] == g.service {
+				out = append(out, pid)
+			}
+		case g.only == nil || slices.Contains(g.only, pid):
 			out = append(out, pid)
 		}
 	}
@@ -41,9 +49,13 @@ func (g *fakeGroup) PIDs() ([]int, error) {
 }
 
 func (g *fakeGroup) Signal(sig syscall.Signal) error {
+	signal := g.signal
+	if signal == nil {
+		signal = g.f.signal(syscall.SIGTERM)
+	}
 	pids, _ := g.PIDs()
 	for _, pid := range pids {
-		g.f.signal(syscall.SIGTERM)(pid, sig) // obeys all but SIGTERM, like the strays here
+		signal(pid, sig)
 	}
 	return nil
 }
@@ -99,12 +111,16 @@ func (fg *fakeGroups) services() ([]string, error) {
 }
 
 // stray starts a process outside every session, as one that called
-// setsid, and returns its pid.
-func (f *fakeProcs) stray() int {
+// setsid, and returns its pid. With a parent, it is in the parent's
+// service's cgroup (fakeGroup.service).
+func (f *fakeProcs) stray(parent ...int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.next++
 	f.running[f.next] = nil
+	if len(parent) > 0 {
+		f.owner[f.next] = f.owner[parent[0]]
+	}
 	return f.next
 }
 
