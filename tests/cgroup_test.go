@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // cgroup2Mount returns where the cgroup v2 hierarchy is mounted
@@ -159,4 +160,54 @@ func fileLines(file string) []string {
 func cmdline(pid int) string {
 	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	return strings.ReplaceAll(string(b), "\x00", " ")
+}
+
+// TestCgroupOfServiceNoLongerConfigured: a metad killed outright leaves
+// its services running in their cgroups; a metad started again on the
+// same socket takes its cgroups over and stops and removes those of
+// services its config no longer has.
+func TestCgroupOfServiceNoLongerConfigured(t *testing.T) {
+	requireRoot(t)
+	mnt := cgroup2Mount(t)
+	if mnt == "" {
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	sock := filepath.Join(t.TempDir(), "metad.sock")
+	marker := strconv.Itoa(600000 + os.Getpid())
+	m := startMetad(t, runOpts{conf: "ghost daemon /bin/sleep " + marker + "\n", args: []string{"-s", sock}})
+	pid := m.waitEvent(1, "ghost to start", msg("started", "ghost")).int("pid")
+	t.Cleanup(func() {
+		if alive(pid) && strings.Contains(cmdline(pid), marker) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	ghostDir := cgroupOf(mnt, pid)
+	m.signal(syscall.SIGKILL)
+	m.wait(waitLimit)
+	if !alive(pid) || filepath.Base(ghostDir) != "ghost.service" {
+		t.Fatalf("after metad was killed: got ghost alive %v in cgroup %q, want alive in ghost.service", alive(pid), ghostDir)
+	}
+
+	m2 := startMetad(t, runOpts{conf: "other daemon /bin/sleep 1000\n", args: []string{"-s", sock}})
+	other := m2.waitEvent(1, "other to start", msg("started", "other")).int("pid")
+	if got := filepath.Dir(cgroupOf(mnt, other)); got != filepath.Dir(ghostDir) {
+		t.Errorf("got the new metad's services in %q, want the same cgroups as before, %q", got, filepath.Dir(ghostDir))
+	}
+	m2.waitEvent(1, "the ghost to be stopped", msg("stopping what a service no longer configured left", "ghost"))
+	deadline := time.Now().Add(waitLimit)
+	for {
+		_, err := os.Stat(ghostDir)
+		if !alive(pid) && os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: ghost alive %v, its cgroup %q there (%v); want neither", waitLimit, alive(pid), ghostDir, err)
+		}
+		time.Sleep(10 * time.Millisecond) // a cgroup's removal has no event to wait on
+	}
+	m2.signal(syscall.SIGTERM)
+	m2.wait(waitLimit)
+	if _, err := os.Stat(filepath.Dir(ghostDir)); !os.IsNotExist(err) {
+		t.Errorf("cgroup %q is still there after metad exited (%v)", filepath.Dir(ghostDir), err)
+	}
 }
