@@ -250,3 +250,17 @@ func TestCgroupOfServiceNoLongerConfigured(t *testing.T) {
 		}
 	})
 }
+
+func TestCgroupsName(t *testing.T) {
+	a, b := CgroupsName("/run/metad.sock"), CgroupsName("/tmp/other.sock")
+	if a == b || a != CgroupsName("/run/../run/metad.sock") || !validName(a) || !validName(b) {
+		t.Errorf("got %q and %q, want two single path elements, one per socket", a, b)
+	}
+	if got := CgroupsName(""); !validName(got) || got == a {
+		t.Errorf("without a socket: got %q, want one of its own", got)
+	}
+}
+
+func validName(s string) bool {
+	return len(s) > len("metad.") && s[:len("metad.")] == "metad." && !slices.Contains([]byte(s), '/')
+}
