@@ -193,6 +193,11 @@ func (c *Cgroup) Signal(sig syscall.Signal) error {
 // step; before, Kill signals every listed process and lists again until a
 // listing shows no process it has not signalled (a killed process cannot
 // fork any more). It does not wait for the processes to end: see Wait.
+//
+// Use it only on a cgroup that nothing will be started into again: on
+// the kernels seen here (6.18), once cgroup.kill has been written, every
+// later process started into the cgroup with CLONE_INTO_CGROUP is killed
+// at once. A cgroup that is reused must be emptied with Signal instead.
 func (c *Cgroup) Kill() error {
 	if c.kill {
 		err := os.WriteFile(filepath.Join(c.dir, "cgroup.kill"), []byte("1"), 0)

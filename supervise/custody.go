@@ -50,13 +50,17 @@ func (procSessions) Members(_ string, sessions []int, quick bool) ([]int, error)
 const custodyRescan = time.Second
 
 // custody is what is left of a service's ended instances: the sessions
-// of those instances while any process lives in them. Leftovers get the
-// stop signal at once, SIGKILL after the stop timeout; while any is left
-// a daemon or listener starts nothing (state stopping). Owned by the
-// service goroutine.
+// of those instances while any process lives in them and, with a cgroup,
+// the processes of the service's cgroup that are no instance's (strays:
+// those that called setsid) once no instance runs, or at a stop.
+// Leftovers get the stop signal at once, SIGKILL after the stop timeout;
+// while any is left a daemon or listener starts nothing (state stopping).
+// Owned by the service goroutine.
 type custody struct {
 	sv       *service
 	sessions []int
+	strays   bool      // the cgroup's strays are in custody
+	sweepAt  time.Time // a stream's: when to look for strays; zero if not due
 	members  []int     // the last scan's processes
 	followed []int     // members metad follows with the reaper, until their exit comes
 	killAt   time.Time // SIGKILL for whatever is left; zero when nothing is
@@ -64,7 +68,7 @@ type custody struct {
 	rescanAt time.Time
 }
 
-func (c *custody) empty() bool { return len(c.sessions) == 0 }
+func (c *custody) empty() bool { return len(c.sessions) == 0 && !c.strays }
 func (c *custody) pids() []int { return slices.Clone(c.members) }
 func (c *custody) source() CustodySource {
 	return c.sv.sup.cfg.Custody
@@ -83,16 +87,36 @@ func (c *custody) add(inst *instance, now time.Time) {
 	if inst.adopted && inst.pid != inst.sid {
 		sessions = append(sessions, inst.pid)
 	}
-	if len(sessions) == 0 {
-		return
+	var pids []int
+	if len(sessions) > 0 {
+		var err error
+		pids, err = c.source().Members(c.sv.conf.Name, sessions, inst.remote.valid())
+		if err != nil {
+			c.sv.log.Warn().Err(err).Msg("cannot look for leftovers")
+		}
 	}
-	pids, err := c.source().Members(c.sv.conf.Name, sessions, inst.remote.valid())
-	if err != nil {
-		c.sv.log.Warn().Err(err).Msg("cannot look for leftovers")
+	// With no other instance (nor a pidfile daemon still to be found)
+	// running, whatever else is in the cgroup is the ended instance's.
+	strays := c.sv.group != nil && c.sv.plan().live == 0
+	if strays && inst.remote.valid() {
+		// A stream's connections come and go: one look at the cgroup
+		// per rescan period, not one per connection.
+		if c.sweepAt.IsZero() {
+			c.sweepAt = now.Add(custodyRescan)
+		}
+		strays = false
+	}
+	if strays {
+		found := c.findStrays()
+		pids = append(pids, found...)
+		strays = len(found) > 0
 	}
 	if len(pids) == 0 {
 		return
 	}
+	slices.Sort(pids)
+	pids = slices.Compact(pids) // the session's are in the cgroup too
+	c.strays = c.strays || strays
 	c.sv.log.Info().Int("pid", inst.pid).Ints("leftovers", pids).Msg("stopping leftovers")
 	for _, sid := range sessions {
 		if !slices.Contains(c.sessions, sid) {
@@ -148,13 +172,20 @@ func (c *custody) rescan(now time.Time) {
 	if c.empty() {
 		return
 	}
-	pids, err := c.source().Members(c.sv.conf.Name, c.sessions, false)
-	if err != nil {
-		c.sv.log.Warn().Err(err).Msg("cannot look for leftovers")
+	var pids []int
+	if len(c.sessions) > 0 {
+		var err error
+		pids, err = c.source().Members(c.sv.conf.Name, c.sessions, false)
+		if err != nil {
+			c.sv.log.Warn().Err(err).Msg("cannot look for leftovers")
+		}
+	}
+	if c.strays {
+		pids = append(pids, c.findStrays()...)
 	}
 	if len(pids) == 0 {
-		c.sv.log.Info().Ints("sessions", c.sessions).Msg("leftovers gone")
-		*c = custody{sv: c.sv, followed: c.followed}
+		c.sv.log.Info().Ints("sessions", c.sessions).Bool("cgroup", c.strays).Msg("leftovers gone")
+		*c = custody{sv: c.sv, followed: c.followed, sweepAt: c.sweepAt}
 		return
 	}
 	c.members = slices.DeleteFunc(c.members, func(p int) bool { return !slices.Contains(pids, p) })
@@ -175,24 +206,86 @@ func (c *custody) exited(pid int, now time.Time) bool {
 }
 
 // stop hastens custody at a stop, restart or shutdown: whatever is left
-// has had its stop signal; SIGKILL follows at the stop timeout.
+// has had its stop signal; SIGKILL follows at the stop timeout. With a
+// cgroup, every process in it that is not in an instance's process group
+// (which the instance's stop signal reaches) joins custody: the cgroup is
+// emptied.
 func (c *custody) stop(now time.Time) {
+	c.sweep(now)
 	c.rescan(now)
 }
 
-// deadline is custody's next SIGKILL or rescan, zero when empty.
-func (c *custody) deadline() time.Time {
-	if c.empty() {
-		return time.Time{}
+// sweep takes the cgroup's strays into custody.
+func (c *custody) sweep(now time.Time) {
+	c.sweepAt = time.Time{}
+	if c.sv.group == nil {
+		return
 	}
-	if c.killed {
-		return c.rescanAt
+	if pids := c.findStrays(); len(pids) > 0 {
+		c.strays = true
+		c.sv.log.Info().Ints("leftovers", pids).Msg("stopping leftovers")
+		c.take(pids, now)
 	}
-	return earliest(c.killAt, c.rescanAt)
 }
 
-// tick sends SIGKILL when its time has come, and rescans.
+// findStrays returns the processes of the service's cgroup that belong to
+// no live instance: neither an instance nor in an instance's process
+// group (whose signals reach them, and whose session custody takes when
+// it ends). Once strays are in custody while instances that were not
+// asked to stop run (a stream's new connections), only the strays already
+// known are kept: a new instance's setsid'd children are its own.
+func (c *custody) findStrays() []int {
+	sv := c.sv
+	pids, err := sv.group.PIDs()
+	if err != nil {
+		sv.log.Warn().Err(err).Msg("cannot look for leftovers")
+		return nil
+	}
+	groups := make([]int, 0, len(sv.instances))
+	fresh := false
+	for _, inst := range sv.instances {
+		if inst.pgid > 0 {
+			groups = append(groups, inst.pgid)
+		}
+		fresh = fresh || !inst.asked
+	}
+	return slices.DeleteFunc(pids, func(pid int) bool {
+		if _, ok := sv.instances[pid]; ok {
+			return true
+		}
+		if c.strays && fresh && !slices.Contains(c.members, pid) {
+			return true
+		}
+		if len(groups) == 0 {
+			return false
+		}
+		pgid, err := syscall.Getpgid(pid)
+		return err == nil && slices.Contains(groups, pgid)
+	})
+}
+
+// deadline is custody's next SIGKILL, rescan or sweep, zero if none.
+func (c *custody) deadline() time.Time {
+	switch {
+	case c.empty():
+		return c.sweepAt
+	case c.killed:
+		return earliest(c.sweepAt, c.rescanAt)
+	default:
+		return earliest(c.sweepAt, earliest(c.killAt, c.rescanAt))
+	}
+}
+
+// tick sweeps a stream's cgroup when no instance runs, sends SIGKILL
+// when its time has come, and rescans.
 func (c *custody) tick(now time.Time) {
+	if !c.sweepAt.IsZero() && !now.Before(c.sweepAt) {
+		if c.sv.plan().live == 0 {
+			c.sweep(now)
+		} else {
+			c.sweepAt = time.Time{} // the last of those running will set it again
+		}
+	}
 	if c.empty() {
 		return
 	}

@@ -42,6 +42,8 @@ type fakeProcs struct {
 	// sessions holds the processes left in each session (by the pid of
 	// the instance that started it), as CustodySource reports them.
 	sessions map[int][]int
+	// owner holds the service (argv[0]) of every process, for cgroups.
+	owner map[int]string
 }
 
 type sent struct {
@@ -50,7 +52,7 @@ type sent struct {
 }
 
 func newFakeProcs() *fakeProcs {
-	return &fakeProcs{next: 1000, running: make(map[int]func(initsys.Exit)), notify: make(chan struct{}, 1), sessions: make(map[int][]int)}
+	return &fakeProcs{next: 1000, running: make(map[int]func(initsys.Exit)), notify: make(chan struct{}, 1), sessions: make(map[int][]int), owner: make(map[int]string)}
 }
 
 // Members is the fake's CustodySource: the processes left in sessions.
@@ -71,6 +73,7 @@ func (f *fakeProcs) leave(pid int) int {
 	defer f.mu.Unlock()
 	f.next++
 	f.running[f.next] = nil
+	f.owner[f.next] = f.owner[pid]
 	f.sessions[pid] = append(f.sessions[pid], f.next)
 	return f.next
 }
@@ -94,6 +97,7 @@ func (f *fakeProcs) Spawn(p *initsys.Proc, done func(initsys.Exit)) (int, error)
 	f.next++
 	pid := f.next
 	f.running[pid] = done
+	f.owner[pid] = p.Argv[0]
 	f.starts = append(f.starts, time.Now())
 	if f.script != nil {
 		if life, ws, ends := f.script(len(f.starts)); ends {
@@ -145,6 +149,7 @@ func (f *fakeProcs) end(pid int, ws unix.WaitStatus) {
 	f.mu.Lock()
 	done := f.running[pid]
 	delete(f.running, pid)
+	delete(f.owner, pid)
 	for sid, pids := range f.sessions {
 		if pids = slices.DeleteFunc(pids, func(p int) bool { return p == pid }); len(pids) == 0 {
 			delete(f.sessions, sid)

@@ -53,6 +53,7 @@ type ServiceState struct {
 	Pending    []time.Time     `json:"pending,omitempty"` // pidfile daemons still to be read: start times
 	Outputs    []OutputState   `json:"outputs,omitempty"`
 	Custody    []int           `json:"custody,omitempty"` // sessions of ended instances with leftovers
+	Strays     bool            `json:"strays,omitempty"`  // the processes of the service's cgroup that no instance owns are in custody
 }
 
 // UserState is a resolved user= option: the ids the config line's names
@@ -421,6 +422,7 @@ func (sv *service) snapshot() (ServiceState, error) {
 		Restarts:  sv.restarts,
 		Socket:    -1,
 		Custody:   slices.Clone(sv.custody.sessions),
+		Strays:    sv.custody.strays,
 	}
 	if err := st.setConfig(&sv.conf); err != nil {
 		return st, err
@@ -509,6 +511,7 @@ func (s *Supervisor) Restore(st *State) error {
 		}
 		s.launch(sv)
 	}
+	s.sweepGroups()
 	return errors.Join(errs...)
 }
 
@@ -519,6 +522,7 @@ func (sv *service) restore(ss ServiceState) error {
 	sv.backoff = backoff{crashes: ss.Crashes, until: ss.HoldUntil}
 	sv.restarts = ss.Restarts
 	sv.custody.sessions = slices.Clone(ss.Custody)
+	sv.custody.strays = ss.Strays && sv.group != nil
 	var errs []error
 	for _, is := range ss.Instances {
 		inst := &instance{

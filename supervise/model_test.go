@@ -68,6 +68,7 @@ type model struct {
 	ops      []string
 	stubborn map[int]bool   // pids that ignore their stop signal
 	ceiling  map[string]int // most slots a stream may use: max, or more after a shrinking reload
+	cgroups  bool           // each service has a cgroup; instances leave setsid'd strays too
 }
 
 func runModel(t *testing.T, seed uint64, steps int) {
@@ -79,6 +80,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		fs:       newFakeSockets(),
 		stubborn: make(map[int]bool),
 		ceiling:  make(map[string]int),
+		cgroups:  seed%2 == 0,
 	}
 	d := daemon("d", 1, 2)
 	d.Period = 40 * time.Second
@@ -114,6 +116,13 @@ func (m *model) newSupervisor() *Supervisor {
 		m.t.Fatal(err)
 	}
 	s.sockets = m.fs
+	if m.cgroups {
+		groups := &fakeGroups{groups: make(map[string]*fakeGroup)}
+		for _, c := range m.confs {
+			groups.groups[c.Name] = &fakeGroup{f: m.f, service: c.Name, signal: m.signal}
+		}
+		s.groups = groups
+	}
 	return s
 }
 
@@ -229,11 +238,16 @@ func (m *model) step() {
 			return
 		}
 		pid := pick(r, pids)
-		left := m.f.leave(pid)
+		how, left := "in its session", 0
+		if m.cgroups && r.IntN(2) == 0 {
+			how, left = "in a session of its own", m.f.stray(pid)
+		} else {
+			left = m.f.leave(pid)
+		}
 		if r.IntN(3) == 0 {
 			m.stubborn[left] = true
 		}
-		m.op("pid %d leaves pid %d behind (stubborn %v)", pid, left, m.stubborn[left])
+		m.op("pid %d leaves pid %d behind %s (stubborn %v)", pid, left, how, m.stubborn[left])
 	case n < 48:
 		pids := m.instances()
 		if len(pids) == 0 {
@@ -261,6 +275,15 @@ func (m *model) step() {
 			m.fail("kill: %v", err)
 		}
 	}
+}
+
+func (m *model) streamName() string {
+	for _, c := range m.confs {
+		if c.Class == conffmt.Stream {
+			return c.Name
+		}
+	}
+	return ""
 }
 
 func (m *model) streamPort() int {
@@ -438,9 +461,22 @@ func (m *model) checkProcs(listed, inCustody map[int]bool) string {
 			}
 		}
 	}
+	running := map[string]bool{} // services with an instance
+	for pid := range listed {
+		running[m.f.owner[pid]] = true
+	}
 	for pid := range m.f.running {
-		if !listed[pid] && !leftovers[pid] {
+		if listed[pid] || leftovers[pid] {
+			continue
+		}
+		svc := m.f.owner[pid]
+		if !m.cgroups || svc == "" {
 			return fmt.Sprintf("pid %d runs but is no instance of any service", pid)
+		}
+		// A stray: once no instance of a daemon runs, it is in custody
+		// (a stream's are looked for once per rescan period).
+		if svc != m.streamName() && !running[svc] && !inCustody[pid] {
+			return fmt.Sprintf("pid %d, a stray of %s, is not in custody with no instance running", pid, svc)
 		}
 	}
 	for pid := range listed {

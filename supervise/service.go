@@ -142,6 +142,7 @@ type service struct {
 	restarts int // instances that ended without being asked to (stream: failed ones)
 
 	instances map[int]*instance
+	group     group // the service's cgroup; nil: none
 	custody   custody
 	readers   []*reader // watch_output pipes still being read
 	timer     *time.Timer
@@ -172,6 +173,7 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 	}
 	sv.timer.Stop()
 	sv.custody.sv = sv
+	sv.group = sup.takeGroup(c.Name)
 	if c.Class == conffmt.Stream || c.Class == conffmt.Listener {
 		// Taken now, under the supervisor's lock: the rest are closed
 		// once the config is loaded.
@@ -223,6 +225,7 @@ func (sv *service) run() {
 	}
 	if !sv.abandoned {
 		sv.set(stateDone, "nothing left")
+		sv.sup.releaseGroup(sv.conf.Name, sv.group)
 	}
 }
 
@@ -352,6 +355,9 @@ func (sv *service) launch(now time.Time, files []int, extra []string, rem remote
 		}
 	}
 	p.Files = files
+	if sv.group != nil {
+		sv.group.into(p)
+	}
 	pid, err := sv.sup.cfg.Procs.Spawn(p, sv.onExit)
 	if out != nil {
 		out.closeWriters()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,13 +15,28 @@ import (
 	"golang.org/x/sys/unix"
 
 	"metad/conffmt"
+	"metad/init"
 )
 
 // BenchmarkStreamAccept measures a stream service's own path per
 // connection: accept, hand-off to the service goroutine, environment,
 // start (a fake that ends at once) and exit handling. Fork and exec are
 // left out: initsys's BenchmarkSpawn measures those.
-func BenchmarkStreamAccept(b *testing.B) {
+func BenchmarkStreamAccept(b *testing.B) { benchStreamAccept(b, nil) }
+
+// BenchmarkStreamAcceptCgroup is BenchmarkStreamAccept with a real (empty)
+// cgroup for the service: what it adds is the look at the cgroup at each
+// connection's end.
+func BenchmarkStreamAcceptCgroup(b *testing.B) {
+	cg, err := initsys.NewCgroups(zerolog.Nop(), "metad-bench-"+strconv.Itoa(os.Getpid()))
+	if err != nil {
+		b.Skip(err)
+	}
+	defer cg.Remove()
+	benchStreamAccept(b, cgroupsOf{cg})
+}
+
+func benchStreamAccept(b *testing.B, groups groups) {
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -45,6 +62,7 @@ func BenchmarkStreamAccept(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	s.groups = groups
 	if err := s.Load([]conffmt.Service{svc}); err != nil {
 		b.Fatal(err)
 	}

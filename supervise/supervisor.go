@@ -46,6 +46,16 @@ type Config struct {
 	// CallTimeout bounds every request to a service's goroutine; zero
 	// means DefaultCallTimeout.
 	CallTimeout time.Duration
+	// Cgroups, if not nil, gives each service a cgroup of its own in it
+	// (SPEC §9): its instances start in it, and custody covers every
+	// process in it, those that called setsid included. A service's
+	// cgroup is removed once the service is removed or shut down and it
+	// is empty; one of a service that is not loaded is emptied and
+	// removed at the first Load or Restore. A handover leaves them to
+	// the next image. The Supervisor does not remove Cgroups itself: its
+	// owner does, once Shutdown has returned. nil: custody by session
+	// only.
+	Cgroups *initsys.Cgroups
 }
 
 // DefaultCallTimeout bounds a request to a service's goroutine. A service
@@ -102,8 +112,12 @@ type Supervisor struct {
 	closed   bool       // Shutdown has begun
 	services map[string]*service
 	order    []*service
-	leaving  []*service // removed by a reload, still stopping
+	leaving  []*service           // removed by a reload, still stopping
+	cgroups  map[string]*groupRef // services' cgroups by name
+	swept    bool                 // cgroups of services not loaded were looked for
 	wg       sync.WaitGroup
+
+	groups groups // makes the services' cgroups; nil: none
 }
 
 // New returns a Supervisor with no services. It opens /dev/null for the
@@ -139,6 +153,8 @@ func New(cfg Config) (*Supervisor, error) {
 		stdout:    1,
 		stderr:    2,
 		services:  make(map[string]*service),
+		cgroups:   make(map[string]*groupRef),
+		groups:    groupsOf(cfg.Cgroups),
 	}, nil
 }
 
@@ -176,6 +192,7 @@ func (s *Supervisor) Load(svcs []conffmt.Service) error {
 		s.order = append(s.order, sv)
 		s.launch(sv)
 	}
+	s.sweepGroups()
 	return nil
 }
 

@@ -64,7 +64,12 @@ func Main(o Options, log zerolog.Logger, control func(*Daemon, ControlFDs) (Cont
 	}()
 
 	status, final := ExitFail, initsys.Poweroff
-	sup, err := supervise.New(supervise.Config{Log: log, Procs: reaper, StopTimeout: o.StopTimeout, Inherited: inherited})
+	// After MountEssentials, which mounts cgroup2 for PID 1 of a machine.
+	cgroups, err := initsys.NewCgroups(log, supervise.CgroupsName(o.Socket))
+	if err != nil {
+		log.Info().Err(err).Msg("no cgroup per service: custody by session only")
+	}
+	sup, err := supervise.New(supervise.Config{Log: log, Procs: reaper, StopTimeout: o.StopTimeout, Inherited: inherited, Cgroups: cgroups})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start supervisor")
 	} else {
@@ -77,6 +82,14 @@ func Main(o Options, log zerolog.Logger, control func(*Daemon, ControlFDs) (Cont
 			Supervisor: sup, Inherited: inherited, Handed: handed, Control: control,
 		})
 		status, final = d.Run()
+	}
+	if cgroups != nil { // not at a re-exec: Run does not return then
+		if err := cgroups.Remove(); err != nil {
+			// Busy: services left behind (each logged), or the tree of
+			// another metad on this socket, which this one refused to
+			// run beside.
+			log.Debug().Err(err).Msg("cannot remove the services' cgroups")
+		}
 	}
 	if pid1 {
 		end(reaper, o, log, machine, final)
