@@ -9,16 +9,13 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -229,66 +226,26 @@ func (s system) Shutdown(f netctl.Final) {
 	s.Daemon.Shutdown(end)
 }
 
-// controlServers returns what makes the control servers for the daemon:
-// the local socket (the one handed over, else a new one), and network
-// control when a key file is present (its socket handed over, else a new
-// one). Only the local socket's failure is an error; a problem with
-// network control is logged and leaves the local socket serving.
+// controlServers returns what makes the control servers for the daemon
+// (see netctl.Serve), with the metrics server beside them when asked for.
 func controlServers(o *options, log zerolog.Logger) func(*daemon.Daemon, daemon.ControlFDs) (daemon.Control, error) {
 	return func(d *daemon.Daemon, fds daemon.ControlFDs) (daemon.Control, error) {
 		h := &netctl.Handler{Controller: d.Controller(), System: system{d}, Version: version, Machine: d.Machine()}
 		h.Hostname, _ = os.Hostname()
-		var local *netctl.Local
-		var err error
-		if fds.Local >= 0 {
-			if local, err = netctl.LocalFromFD(fds.Local, o.Socket); err != nil {
-				log.Warn().Err(err).Msg("making a new control socket")
-			}
-		}
-		if local == nil {
-			if local, err = netctl.ListenLocal(o.Socket); err != nil {
-				return daemon.Control{}, err
-			}
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		ctl := daemon.Control{Local: local, Close: func() { cancel(); wg.Wait() }}
-		wg.Go(func() { netctl.ServeLocal(ctx, local, h, log) })
-		log.Info().Str("socket", local.Path()).Msg("control socket listening")
+		c := netctl.ServeConfig{Handler: h, Log: log, Socket: o.Socket, LocalFD: fds.Local,
+			KeyFile: o.keyFile, Port: o.port, NetworkFD: fds.Network}
 		if o.metrics != "" {
 			m := &metrics.Server{Addr: o.metrics, Services: d.Controller(), Version: version, Log: log}
-			wg.Go(func() { m.Run(ctx) })
+			c.Also = append(c.Also, m.Run)
 		}
-
-		key, err := netctl.LoadKey(o.keyFile)
+		s, err := netctl.Serve(c)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				log.Debug().Str("key", o.keyFile).Msg("no key file: network control is off")
-			} else {
-				log.Error().Err(err).Msg("network control is off")
-			}
-			if fds.Network >= 0 { // the key was removed before the re-exec
-				unix.Close(fds.Network)
-			}
-			return ctl, nil
+			return daemon.Control{}, err
 		}
-		var conn *net.UDPConn
-		if fds.Network >= 0 {
-			if conn, err = netctl.NetFromFD(fds.Network); err != nil {
-				log.Warn().Err(err).Msg("making a new network control socket")
-			}
+		ctl := daemon.Control{Local: s.Local, Close: s.Close}
+		if s.Network != nil { // no typed nil in the interface
+			ctl.Network = s.Network
 		}
-		handedOver := conn != nil
-		if conn == nil {
-			if conn, err = netctl.ListenNet(o.port); err != nil {
-				log.Error().Err(err).Msg("network control is off")
-				return ctl, nil
-			}
-		}
-		srv := &netctl.Server{Handler: h, Key: key, Port: o.port, Log: log}
-		ctl.Network = srv
-		wg.Go(func() { srv.Serve(ctx, conn) })
-		log.Info().Int("port", o.port).Bool("handed_over", handedOver).Msg("network control listening")
 		return ctl, nil
 	}
 }
