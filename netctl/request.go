@@ -66,6 +66,18 @@ type Service struct {
 	Next      string     `json:"next_reason,omitempty"` // why NextStart: min, period, connection, listen
 	Held      int        `json:"held,omitempty"`        // stream: slots held by crashes
 	Custody   []int      `json:"custody,omitempty"`     // processes left by ended instances, being stopped
+	Starts    int        `json:"starts"`                // instances started
+	Exits     int        `json:"exits"`                 // instances that ended
+	LastExit  *LastExit  `json:"last_exit,omitempty"`   // how the last instance ended
+}
+
+// LastExit is how a service's last instance ended.
+type LastExit struct {
+	Status  string    `json:"status"`      // "exit status 1", "signal 9 (killed)"
+	Code    int       `json:"code"`        // as a shell reports it: 128+N for signal N
+	At      time.Time `json:"at"`          // when
+	Ran     float64   `json:"ran_seconds"` // how long it ran
+	Outcome string    `json:"outcome"`     // clean, crashed, failed or peer-gone
 }
 
 // Instance is one running process of a service.
@@ -339,6 +351,11 @@ func serviceOf(s supervise.Status) Service {
 		Next:      s.NextReason,
 		Held:      s.Held,
 		Custody:   s.Custody,
+		Starts:    s.Starts,
+		Exits:     s.Exits,
+	}
+	if e := s.LastExit; e != nil {
+		out.LastExit = &LastExit{Status: e.Status, Code: e.Code, At: e.At, Ran: e.Ran.Seconds(), Outcome: e.Outcome}
 	}
 	for _, in := range s.Instances {
 		out.Instances = append(out.Instances, Instance{PID: in.PID, Started: in.Started})

@@ -46,6 +46,9 @@ type ServiceState struct {
 	HoldUntil  time.Time       `json:"hold_until"`
 	NextPeriod time.Time       `json:"next_period"`
 	Restarts   int             `json:"restarts"`
+	Starts     int             `json:"starts,omitempty"`
+	Exits      int             `json:"exits,omitempty"`
+	LastExit   *LastExit       `json:"last_exit,omitempty"`
 	Held       []time.Time     `json:"held,omitempty"`      // stream slots held by crashes, until
 	HeldFrom   []string        `json:"held_from,omitempty"` // whose each held slot is: ADDR, or service:ADDR for the service's own
 	Socket     int             `json:"socket"`              // listening socket descriptor, -1 if none
@@ -420,9 +423,15 @@ func (sv *service) snapshot() (ServiceState, error) {
 		Crashes:   sv.backoff.crashes,
 		HoldUntil: sv.backoff.until,
 		Restarts:  sv.restarts,
+		Starts:    sv.starts,
+		Exits:     sv.ended,
 		Socket:    -1,
 		Custody:   slices.Clone(sv.custody.sessions),
 		Strays:    sv.custody.strays,
+	}
+	if sv.ended > 0 {
+		last := sv.lastExit
+		st.LastExit = &last
 	}
 	if err := st.setConfig(&sv.conf); err != nil {
 		return st, err
@@ -521,6 +530,10 @@ func (sv *service) restore(ss ServiceState) error {
 	sv.enabled, sv.quitting = ss.Enabled, ss.Quitting
 	sv.backoff = backoff{crashes: ss.Crashes, until: ss.HoldUntil}
 	sv.restarts = ss.Restarts
+	sv.starts, sv.ended = ss.Starts, ss.Exits
+	if ss.LastExit != nil {
+		sv.lastExit = *ss.LastExit
+	}
 	sv.custody.sessions = slices.Clone(ss.Custody)
 	sv.custody.strays = ss.Strays && sv.group != nil
 	var errs []error

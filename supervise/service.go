@@ -139,7 +139,10 @@ type service struct {
 	enabled  bool
 	quitting bool // shutdown or removal: start nothing, end when nothing is left
 	backoff  backoff
-	restarts int // instances that ended without being asked to (stream: failed ones)
+	restarts int      // instances that ended without being asked to (stream: failed ones)
+	starts   int      // instances started
+	ended    int      // instances that ended
+	lastExit LastExit // the last instance's end; zero before the first
 
 	instances map[int]*instance
 	group     group // the service's cgroup; nil: none
@@ -370,6 +373,7 @@ func (sv *service) launch(now time.Time, files []int, extra []string, rem remote
 	}
 	inst := &instance{pid: pid, pgid: pid, sid: pid, started: now, remote: rem, launcher: sv.conf.Pidfile != ""}
 	sv.instances[pid] = inst
+	sv.starts++
 	if out != nil {
 		sv.watchOutput(out, pid)
 	}
@@ -423,6 +427,8 @@ func (sv *service) takeExit(inst *instance, e initsys.Exit) ending {
 		ev = sv.log.Debug() // one per connection: only failures are news
 	}
 	ev.Int("pid", e.PID).Str("status", e.String()).Stringer("ran", ran.Round(time.Millisecond)).Stringer("outcome", outcome).Msg("exited")
+	sv.ended++
+	sv.lastExit = LastExit{Status: e.String(), Code: e.Code(), At: e.Time, Ran: ran, Outcome: outcome.String()}
 	return ending{exit: e, ran: ran, outcome: outcome, asked: asked}
 }
 
@@ -531,6 +537,8 @@ func (sv *service) status(now time.Time) Status {
 		State:    sv.state.String(),
 		Reason:   sv.reason,
 		Restarts: sv.restarts,
+		Starts:   sv.starts,
+		Exits:    sv.ended,
 		Crashes:  sv.backoff.crashes,
 		Port:     sv.conf.Port,
 		Custody:  sv.custody.pids(),
@@ -539,6 +547,10 @@ func (sv *service) status(now time.Time) Status {
 		st.Instances = append(st.Instances, Instance{PID: inst.pid, Started: inst.started})
 	}
 	sortInstances(st.Instances)
+	if sv.ended > 0 {
+		last := sv.lastExit
+		st.LastExit = &last
+	}
 	if at, why := next(sv.plan(), now); why != noStart && at.After(now) {
 		st.NextStart, st.NextReason = at, why.String()
 	}

@@ -72,12 +72,24 @@ type Status struct {
 	Reason     string     // why the service is in its state
 	Instances  []Instance // by start time
 	Restarts   int        // instances that ended without being asked to (stream: those that failed)
+	Starts     int        // instances started, by any rule or request
+	Exits      int        // instances that ended, for any reason
+	LastExit   *LastExit  // how the last instance ended; nil before the first end
 	Crashes    int        // crashes in a row counting toward the service's backoff
 	NextStart  time.Time  // next automatic start when one is scheduled; zero otherwise
 	NextReason string     // why NextStart: min, period, connection, listen
 	Port       int        // listener and stream
 	Held       int        // stream: slots held by crashes
 	Custody    []int      // processes left by ended instances, being stopped
+}
+
+// LastExit is how an instance ended.
+type LastExit struct {
+	Status  string        `json:"status"`  // as metad logs it: "exit status 1", "signal 9 (killed)"
+	Code    int           `json:"code"`    // as a shell reports it: the exit status, or 128+N for signal N
+	At      time.Time     `json:"at"`      // when it ended
+	Ran     time.Duration `json:"ran"`     // how long it ran
+	Outcome string        `json:"outcome"` // clean, crashed, failed or peer-gone (see metad(8))
 }
 
 // Instance is one running process of a service.

@@ -252,3 +252,37 @@ func TestLeftoversStoppedBeforeRestart(t *testing.T) {
 		shutdown(t, s)
 	})
 }
+
+// TestStartsExitsAndLastExit: the counters of instances started and ended,
+// and how the last one ended, as list reports them; a re-exec keeps them.
+func TestStartsExitsAndLastExit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeProcs()
+		// The first two runs fail after 2s (exit 3); the third runs on.
+		f.script = func(n int) (time.Duration, unix.WaitStatus, bool) { return 2 * time.Second, exitCode(3), n <= 2 }
+		s := newTestSupervisor(t, f, 0, daemon("d", 1, 1))
+		f.waitStarts(t, 3, time.Hour)
+		synctest.Wait()
+		st, _ := s.List("d")
+		got := st[0]
+		if got.Starts != 3 || got.Exits != 2 || got.LastExit == nil {
+			t.Fatalf("got starts %d, exits %d, last exit %+v; want 3, 2 and the second run's end", got.Starts, got.Exits, got.LastExit)
+		}
+		if e := *got.LastExit; e.Code != 3 || e.Status != "exit status 3" || e.Ran != 2*time.Second || e.Outcome != "crashed" {
+			t.Errorf("got last exit %+v, want exit status 3 after 2s, crashed", e)
+		}
+		state, resume, err := s.Handover(func() func() { return func() {} })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ss ServiceState
+		for _, x := range state.Services {
+			ss = x
+		}
+		if ss.Starts != 3 || ss.Exits != 2 || ss.LastExit == nil || ss.LastExit.Code != 3 {
+			t.Errorf("handed over starts %d, exits %d, last exit %+v; want 3, 2, code 3", ss.Starts, ss.Exits, ss.LastExit)
+		}
+		resume()
+		shutdown(t, s)
+	})
+}

@@ -112,6 +112,13 @@ func TestMetricsFollowServices(t *testing.T) {
 	if got := mustValue(t, body, `metad_service_crashes{service="crashy"}`); got < 1 {
 		t.Errorf("crashy's crashes in a row: got %v, want at least 1", got)
 	}
+	starts, exits := mustValue(t, body, `metad_service_starts_total{service="crashy"}`), mustValue(t, body, `metad_service_exits_total{service="crashy"}`)
+	if exits < 2 || starts < exits {
+		t.Errorf("crashy's starts and exits: got %v and %v, want at least 2 exits and as many starts", starts, exits)
+	}
+	if got := mustValue(t, body, `metad_service_last_exit_status{service="crashy"}`); got == 0 {
+		t.Errorf("crashy's last exit status: got 0, want its failure")
+	}
 	for _, series := range []string{"process_start_time_seconds", "process_resident_memory_bytes", "process_open_fds", "process_max_fds", "go_goroutines"} {
 		if got := mustValue(t, body, series); got <= 0 {
 			t.Errorf("%s: got %v, want more than 0", series, got)

@@ -102,6 +102,9 @@ func families(snap *Snapshot) []family {
 	held := family{name: "metad_service_held_slots", typ: "gauge", help: "Stream services: connection slots held by crashes (0 for other classes)."}
 	restarts := family{name: "metad_service_restarts_total", typ: "counter", help: "Instances that ended without being asked to (stream: those that failed)."}
 	crashes := family{name: "metad_service_crashes", typ: "gauge", help: "Crashes in a row counting toward the service's backoff."}
+	starts := family{name: "metad_service_starts_total", typ: "counter", help: "Instances of the service started, by any rule or request."}
+	exits := family{name: "metad_service_exits_total", typ: "counter", help: "Instances of the service that ended, for any reason."}
+	lastExit := family{name: "metad_service_last_exit_status", typ: "gauge", help: "How the service's last instance ended, as a shell reports it (128+N for signal N); only once one has ended."}
 	next := family{name: "metad_service_next_start_timestamp_seconds", typ: "gauge", help: "When the next automatic start is due, since the Unix epoch, in seconds; only while one is scheduled."}
 	for _, s := range svcs {
 		info.add(1, "service", s.Name, "class", s.Class.String())
@@ -117,11 +120,16 @@ func families(snap *Snapshot) []family {
 		held.add(float64(s.Held), "service", s.Name)
 		restarts.add(float64(s.Restarts), "service", s.Name)
 		crashes.add(float64(s.Crashes), "service", s.Name)
+		starts.add(float64(s.Starts), "service", s.Name)
+		exits.add(float64(s.Exits), "service", s.Name)
+		if s.LastExit != nil {
+			lastExit.add(float64(s.LastExit.Code), "service", s.Name)
+		}
 		if !s.NextStart.IsZero() {
 			next.add(float64(s.NextStart.UnixMilli())/1e3, "service", s.Name, "reason", s.NextReason)
 		}
 	}
-	return append(out, info, state, enabled, instances, custody, held, restarts, crashes, next)
+	return append(out, info, state, enabled, instances, custody, held, restarts, crashes, starts, exits, lastExit, next)
 }
 
 func bool01(b bool) float64 {
