@@ -190,6 +190,14 @@ func (m *instance) read(r *os.File) {
 // or fails the test after limit.
 func (m *instance) until(limit time.Duration, what string, cond func() bool) {
 	m.t.Helper()
+	if !m.waitCond(limit, cond) {
+		m.t.Fatalf("timed out after %v waiting for %s", limit, what)
+	}
+}
+
+// waitCond waits until cond holds, with the lock held while it is
+// checked, or until limit has passed; it reports whether cond held.
+func (m *instance) waitCond(limit time.Duration, cond func() bool) bool {
 	timer := time.AfterFunc(limit, func() {
 		m.mu.Lock()
 		m.cond.Broadcast()
@@ -201,10 +209,11 @@ func (m *instance) until(limit time.Duration, what string, cond func() bool) {
 	defer m.mu.Unlock()
 	for !cond() {
 		if time.Now().After(deadline) {
-			m.t.Fatalf("timed out after %v waiting for %s", limit, what)
+			return false
 		}
 		m.cond.Wait()
 	}
+	return true
 }
 
 // waitEvent waits for the n-th (from 1) log event that matches and returns it.

@@ -145,19 +145,10 @@ func describe(ps []proc) string {
 // waitExitOr waits until metad has exited or limit has passed, without
 // failing the test; it reports whether metad exited and its status.
 func (m *instance) waitExitOr(limit time.Duration) (exited bool, status int) {
-	timer := time.AfterFunc(limit, func() {
-		m.mu.Lock()
-		m.cond.Broadcast()
-		m.mu.Unlock()
-	})
-	defer timer.Stop()
-	deadline := time.Now().Add(limit)
+	exited = m.waitCond(limit, func() bool { return m.done })
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for !m.done && time.Now().Before(deadline) {
-		m.cond.Wait()
-	}
-	return m.done, m.status
+	return exited, m.status
 }
 
 // waitSince waits, for at most limit, for an event that matches among
