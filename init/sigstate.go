@@ -233,7 +233,7 @@ func forkExecState(path string, argv []string, attr *syscall.ProcAttr, want *Sig
 	if want != nil {
 		s = *want
 	}
-	if s.Ignored != 0 || viaShim(attr) {
+	if !inheritsIgnored(s.Ignored) || viaShim(attr) {
 		return forkExecShim(path, argv, attr, s)
 	}
 	if s.Blocked == 0 && StartSignals().Blocked == 0 {
@@ -298,4 +298,19 @@ func shimPath() string {
 		return p
 	}
 	return self // fails, and says which file
+}
+
+// inheritsIgnored reports whether a child forked now keeps every signal
+// of set ignored without the shim: Go's fork child resets to the default
+// only the signals the runtime handles, so one that is ignored in metad
+// right now (one metad does not catch, such as 32 and 33, which the C
+// libraries keep for themselves and which a runner may leave ignored)
+// stays ignored across fork and exec.
+func inheritsIgnored(set uint64) bool {
+	for sig := syscall.Signal(1); sig <= maxSignal; sig++ {
+		if has(set, sig) && !ignored(sig) {
+			return false
+		}
+	}
+	return true
 }
