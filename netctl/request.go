@@ -69,6 +69,12 @@ type Service struct {
 	Starts    int        `json:"starts"`                // instances started
 	Exits     int        `json:"exits"`                 // instances that ended
 	LastExit  *LastExit  `json:"last_exit,omitempty"`   // how the last instance ended
+	Since     *time.Time `json:"since,omitempty"`       // when the service entered its state
+	// StartError is the error of the last start that failed, at
+	// StartErrorAt; status only.
+	StartError   string     `json:"last_start_error,omitempty"`
+	StartErrorAt *time.Time `json:"last_start_error_at,omitempty"`
+	Output       []string   `json:"output,omitempty"` // status, watch_output: the last lines of output
 }
 
 // LastExit is how a service's last instance ended.
@@ -188,7 +194,8 @@ type command struct {
 
 // commands is the command table. It is never written to.
 var commands = map[string]command{
-	"list": {args: "[SERVICE...]", what: "state of the services (all by default)", min: 0, max: -1, readOnly: true, do: (*Handler).list},
+	"list":   {args: "[SERVICE...]", what: "state of the services (all by default)", min: 0, max: -1, readOnly: true, do: (*Handler).list},
+	"status": {args: "[SERVICE...]", what: "the state of the services with its reason, the last exit and start error, the last output lines", min: 0, max: -1, readOnly: true, do: (*Handler).status},
 	"enable": {args: "SERVICE...", what: "let the class rules start instances", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
 		return Reply{}, h.Controller.Enable(a...)
 	}},
@@ -336,6 +343,26 @@ func (h *Handler) list(names []string) (Reply, error) {
 	return Reply{Services: svcs}, nil
 }
 
+// status is list with every detail: the last start error and the last
+// lines of output too.
+func (h *Handler) status(names []string) (Reply, error) {
+	st, err := h.Controller.List(names...)
+	if err != nil {
+		return Reply{}, err
+	}
+	svcs := make([]Service, 0, len(st))
+	for _, s := range st {
+		svc := serviceOf(s)
+		svc.StartError, svc.Output = s.StartError, s.Output
+		if !s.StartErrorAt.IsZero() {
+			at := s.StartErrorAt
+			svc.StartErrorAt = &at
+		}
+		svcs = append(svcs, svc)
+	}
+	return Reply{Services: svcs}, nil
+}
+
 // serviceOf converts the supervisor's snapshot for the wire.
 func serviceOf(s supervise.Status) Service {
 	out := Service{
@@ -353,6 +380,10 @@ func serviceOf(s supervise.Status) Service {
 		Custody:   s.Custody,
 		Starts:    s.Starts,
 		Exits:     s.Exits,
+	}
+	if !s.Since.IsZero() {
+		since := s.Since
+		out.Since = &since
 	}
 	if e := s.LastExit; e != nil {
 		out.LastExit = &LastExit{Status: e.Status, Code: e.Code, At: e.At, Ran: e.Ran.Seconds(), Outcome: e.Outcome}

@@ -557,7 +557,10 @@ func (sv *service) restore(ss ServiceState) error {
 	}
 	for _, o := range ss.Outputs {
 		f := os.NewFile(uintptr(o.FD), o.Stream)
-		sv.readers = append(sv.readers, startReader(f, o.PID, o.Stream, sv.log.With().Int("pid", o.PID).Logger()))
+		if sv.tail == nil {
+			sv.tail = &tail{}
+		}
+		sv.readers = append(sv.readers, startReader(f, o.PID, o.Stream, sv.log.With().Int("pid", o.PID).Logger(), sv.tail))
 	}
 	if !sv.custody.empty() {
 		sv.custody.rescan(now)

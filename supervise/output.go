@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,10 +67,10 @@ func (o *output) closeReaders() {
 // start logs each line of every pipe on log until end of file, and
 // returns the readers, which end by themselves when every writer has
 // closed its end.
-func (o *output) start(pid int, log zerolog.Logger) []*reader {
+func (o *output) start(pid int, log zerolog.Logger, t *tail) []*reader {
 	out := make([]*reader, len(o.names))
 	for i, name := range o.names {
-		out[i] = startReader(o.r[i], pid, name, log)
+		out[i] = startReader(o.r[i], pid, name, log, t)
 		o.r[i] = nil
 	}
 	return out
@@ -82,12 +84,13 @@ type reader struct {
 	pid    int
 	stream string
 	log    zerolog.Logger
+	tail   *tail // keeps the last lines for status; nil: none
 	done   chan struct{}
 	eof    bool // set before done is closed: the pipe is at its end and closed
 }
 
-func startReader(f *os.File, pid int, stream string, log zerolog.Logger) *reader {
-	rd := &reader{f: f, pid: pid, stream: stream, log: log, done: make(chan struct{})}
+func startReader(f *os.File, pid int, stream string, log zerolog.Logger, t *tail) *reader {
+	rd := &reader{f: f, pid: pid, stream: stream, log: log, tail: t, done: make(chan struct{})}
 	go rd.run()
 	return rd
 }
@@ -132,7 +135,11 @@ func (rd *reader) run() {
 			if line[n-1] == '\n' {
 				line = line[:n-1]
 			}
-			rd.log.Info().Str("stream", rd.stream).Msg(string(line))
+			text := string(line)
+			rd.log.Info().Str("stream", rd.stream).Msg(text)
+			if rd.tail != nil {
+				rd.tail.add(text)
+			}
 		}
 		switch {
 		case err == nil, errors.Is(err, bufio.ErrBufferFull):
@@ -149,4 +156,45 @@ func (rd *reader) run() {
 			return
 		}
 	}
+}
+
+// tailBytes bounds the output a service keeps for status (SPEC §13).
+const tailBytes = 64 << 10
+
+// tail is the last lines of a service's output, at most tailBytes of
+// them; the oldest go first. Every reader of the service's pipes adds to
+// it and status copies it: safe for concurrent use.
+type tail struct {
+	mu    sync.Mutex
+	buf   []string
+	size  int
+	first int // index in buf of the oldest line kept
+}
+
+// add keeps line, forgetting the oldest lines beyond tailBytes. A line
+// longer than tailBytes keeps its end.
+func (t *tail) add(line string) {
+	if len(line) > tailBytes {
+		line = line[len(line)-tailBytes:]
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, line)
+	t.size += len(line)
+	for t.size > tailBytes {
+		t.size -= len(t.buf[t.first])
+		t.buf[t.first] = ""
+		t.first++
+	}
+	if t.first > len(t.buf)/2 { // compact now and then: amortised O(1)
+		t.buf = append(t.buf[:0], t.buf[t.first:]...)
+		t.first = 0
+	}
+}
+
+// lines returns a copy of the lines kept, oldest first.
+func (t *tail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.buf[t.first:])
 }

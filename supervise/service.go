@@ -139,10 +139,13 @@ type service struct {
 	enabled  bool
 	quitting bool // shutdown or removal: start nothing, end when nothing is left
 	backoff  backoff
-	restarts int      // instances that ended without being asked to (stream: failed ones)
-	starts   int      // instances started
-	ended    int      // instances that ended
-	lastExit LastExit // the last instance's end; zero before the first
+	restarts int        // instances that ended without being asked to (stream: failed ones)
+	starts   int        // instances started
+	since    time.Time  // when the service entered its state
+	startErr startError // the last start that failed
+	tail     *tail      // watch_output: the last lines of output; nil otherwise
+	ended    int        // instances that ended
+	lastExit LastExit   // the last instance's end; zero before the first
 
 	instances map[int]*instance
 	group     group // the service's cgroup; nil: none
@@ -173,6 +176,7 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 		done:        make(chan struct{}),
 		timer:       time.NewTimer(time.Hour),
 		inheritedFD: -1,
+		since:       time.Now(),
 	}
 	sv.timer.Stop()
 	sv.custody.sv = sv
@@ -268,6 +272,9 @@ func (sv *service) set(s state, reason string) {
 		return
 	}
 	sv.log.Info().Stringer("from", sv.state).Stringer("to", s).Str("reason", reason).Msg("state")
+	if sv.state != s {
+		sv.since = time.Now()
+	}
 	sv.state, sv.reason = s, reason
 }
 
@@ -315,6 +322,7 @@ func (sv *service) reconcile(now time.Time) {
 				msg = "cannot listen"
 			}
 			sv.log.Error().Err(err).Str("why", why.String()).Stringer("delay", d).Msg(msg)
+			sv.startErr = startError{err: err.Error(), at: now}
 			return
 		}
 	}
@@ -388,7 +396,10 @@ func (sv *service) watchOutput(out *output, pid int) {
 			live = append(live, rd)
 		}
 	}
-	sv.readers = append(live, out.start(pid, sv.log.With().Int("pid", pid).Logger())...)
+	if sv.tail == nil {
+		sv.tail = &tail{}
+	}
+	sv.readers = append(live, out.start(pid, sv.log.With().Int("pid", pid).Logger(), sv.tail)...)
 }
 
 // exited handles an exit reported by the reaper: an instance's, or a
@@ -542,6 +553,13 @@ func (sv *service) status(now time.Time) Status {
 		Crashes:  sv.backoff.crashes,
 		Port:     sv.conf.Port,
 		Custody:  sv.custody.pids(),
+		Since:    sv.since,
+	}
+	if sv.startErr.err != "" {
+		st.StartError, st.StartErrorAt = sv.startErr.err, sv.startErr.at
+	}
+	if sv.tail != nil {
+		st.Output = sv.tail.lines()
 	}
 	for _, inst := range sv.instances {
 		st.Instances = append(st.Instances, Instance{PID: inst.pid, Started: inst.started})

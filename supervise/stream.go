@@ -383,6 +383,7 @@ func (s *streamClass) serve(now time.Time, c conn) {
 	inst, err := sv.launch(now, []int{c.fd, c.fd, sv.sup.stderr}, env, c.remote)
 	if err != nil {
 		sv.log.Error().Err(err).Str("remote", c.remote.addr.String()).Msg("cannot start")
+		sv.startErr = startError{err: err.Error(), at: now}
 		s.crashed(now, c.remote.addr)
 		return
 	}

@@ -65,22 +65,26 @@ const DefaultCallTimeout = 10 * time.Second
 
 // Status is a snapshot of one service, for list and status.
 type Status struct {
-	Name       string
-	Class      conffmt.Class
-	Enabled    bool
-	State      string     // disabled, idle, running, backoff, stopping, done: see metad(8)
-	Reason     string     // why the service is in its state
-	Instances  []Instance // by start time
-	Restarts   int        // instances that ended without being asked to (stream: those that failed)
-	Starts     int        // instances started, by any rule or request
-	Exits      int        // instances that ended, for any reason
-	LastExit   *LastExit  // how the last instance ended; nil before the first end
-	Crashes    int        // crashes in a row counting toward the service's backoff
-	NextStart  time.Time  // next automatic start when one is scheduled; zero otherwise
-	NextReason string     // why NextStart: min, period, connection, listen
-	Port       int        // listener and stream
-	Held       int        // stream: slots held by crashes
-	Custody    []int      // processes left by ended instances, being stopped
+	Name         string
+	Class        conffmt.Class
+	Enabled      bool
+	State        string     // disabled, idle, running, backoff, stopping, done: see metad(8)
+	Reason       string     // why the service is in its state
+	Instances    []Instance // by start time
+	Restarts     int        // instances that ended without being asked to (stream: those that failed)
+	Starts       int        // instances started, by any rule or request
+	Exits        int        // instances that ended, for any reason
+	LastExit     *LastExit  // how the last instance ended; nil before the first end
+	Since        time.Time  // when the service entered its state
+	StartError   string     // the error of the last start that failed; "" if none has
+	StartErrorAt time.Time  // when it failed
+	Output       []string   // watch_output: the last lines the instances wrote (at most 64 KiB)
+	Crashes      int        // crashes in a row counting toward the service's backoff
+	NextStart    time.Time  // next automatic start when one is scheduled; zero otherwise
+	NextReason   string     // why NextStart: min, period, connection, listen
+	Port         int        // listener and stream
+	Held         int        // stream: slots held by crashes
+	Custody      []int      // processes left by ended instances, being stopped
 }
 
 // LastExit is how an instance ended.
@@ -469,4 +473,10 @@ func sortInstances(in []Instance) {
 		}
 		return a.PID - b.PID
 	})
+}
+
+// startError is a start that failed: its error and when.
+type startError struct {
+	err string
+	at  time.Time
 }

@@ -1,6 +1,7 @@
 package metac
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -86,6 +87,14 @@ func (p *printer) print(answers []netctl.Answer) int {
 				fmt.Fprintf(p.stdout, "==> %s <==\n", hostTitle(r))
 			}
 			writeTable(p.stdout, r.Reply.Services)
+		case "status":
+			if headers {
+				if i > 0 {
+					fmt.Fprintln(p.stdout)
+				}
+				fmt.Fprintf(p.stdout, "==> %s <==\n", hostTitle(r))
+			}
+			writeStatus(p.stdout, r.Reply.Services, time.Now())
 		case "debug":
 			io.WriteString(p.stdout, r.Reply.Stacks)
 		case "version":
@@ -136,7 +145,7 @@ func (p *printer) printJSON(r netctl.Answer) {
 	j := hostJSON{Host: r.Host, Error: r.Err}
 	if r.Reply != nil {
 		j.Name, j.OK, j.Error, j.Version, j.Stacks = r.Reply.Name, r.Reply.OK, r.Reply.Error, r.Reply.Metad, r.Reply.Stacks
-		if p.cmd == "list" && r.Reply.OK {
+		if (p.cmd == "list" || p.cmd == "status") && r.Reply.OK {
 			svcs := r.Reply.Services
 			if svcs == nil {
 				svcs = []netctl.Service{}
@@ -186,6 +195,80 @@ func writeTable(w io.Writer, svcs []netctl.Service) {
 		}
 	}
 	tw.Flush()
+}
+
+// writeStatus writes each service as a block: its state with the reason
+// and for how long, then one line per detail it has.
+func writeStatus(w io.Writer, svcs []netctl.Service, now time.Time) {
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	for i, s := range svcs {
+		if i > 0 {
+			fmt.Fprintln(bw)
+		}
+		head := s.Name + "  " + s.State
+		if s.Reason != "" {
+			head += " (" + s.Reason + ")"
+		}
+		if s.Since != nil {
+			head += " for " + since(now, *s.Since)
+		}
+		fmt.Fprintln(bw, head)
+		enabled := "enabled"
+		if !s.Enabled {
+			enabled = "disabled"
+		}
+		line := "  " + s.Class + ", " + enabled
+		if s.Port != 0 {
+			line += ", port " + strconv.Itoa(s.Port)
+		}
+		fmt.Fprintln(bw, line)
+		for _, in := range s.Instances {
+			fmt.Fprintf(bw, "  pid %d, started %s (%s ago)\n", in.PID, showTime(in.Started), since(now, in.Started))
+		}
+		if len(s.Custody) > 0 {
+			pids := make([]string, len(s.Custody))
+			for i, p := range s.Custody {
+				pids[i] = strconv.Itoa(p)
+			}
+			fmt.Fprintf(bw, "  custody: %s (left by ended instances, being stopped)\n", strings.Join(pids, " "))
+		}
+		if e := s.LastExit; e != nil {
+			fmt.Fprintf(bw, "  last exit: %s at %s, after %s (%s)\n", e.Status, showTime(e.At),
+				time.Duration(e.Ran*float64(time.Second)).Round(time.Millisecond), e.Outcome)
+		}
+		if s.StartError != "" {
+			at := ""
+			if s.StartErrorAt != nil {
+				at = " at " + showTime(*s.StartErrorAt)
+			}
+			fmt.Fprintf(bw, "  last start error: %s%s\n", s.StartError, at)
+		}
+		if s.NextStart != nil {
+			fmt.Fprintf(bw, "  next start: %s, in %s (%s)\n", showTime(*s.NextStart), s.NextStart.Sub(now).Round(time.Second), s.Next)
+		}
+		fmt.Fprintf(bw, "  restarts %d, crashes in a row %d, started %d, ended %d", s.Restarts, s.Crashes, s.Starts, s.Exits)
+		if s.Held > 0 {
+			fmt.Fprintf(bw, ", slots held by crashes %d", s.Held)
+		}
+		fmt.Fprintln(bw)
+		if len(s.Output) > 0 {
+			fmt.Fprintln(bw, "  output:")
+			for _, l := range s.Output {
+				fmt.Fprintln(bw, "    "+l)
+			}
+		}
+	}
+}
+
+// since says how long ago t was, to the second (to the millisecond
+// below one second).
+func since(now, t time.Time) string {
+	d := now.Sub(t)
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }
 
 func showTime(t time.Time) string { return t.Local().Format(timeLayout) }
