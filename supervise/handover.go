@@ -49,6 +49,9 @@ type ServiceState struct {
 	Starts     int             `json:"starts,omitempty"`
 	Exits      int             `json:"exits,omitempty"`
 	LastExit   *LastExit       `json:"last_exit,omitempty"`
+	State      string          `json:"state,omitempty"` // its state, reason and since when, so that status goes on
+	Reason     string          `json:"reason,omitempty"`
+	Since      time.Time       `json:"since,omitempty"`
 	Held       []time.Time     `json:"held,omitempty"`      // stream slots held by crashes, until
 	HeldFrom   []string        `json:"held_from,omitempty"` // whose each held slot is: ADDR, or service:ADDR for the service's own
 	Socket     int             `json:"socket"`              // listening socket descriptor, -1 if none
@@ -425,6 +428,9 @@ func (sv *service) snapshot() (ServiceState, error) {
 		Restarts:  sv.restarts,
 		Starts:    sv.starts,
 		Exits:     sv.ended,
+		State:     sv.state.String(),
+		Reason:    sv.reason,
+		Since:     sv.since,
 		Socket:    -1,
 		Custody:   slices.Clone(sv.custody.sessions),
 		Strays:    sv.custody.strays,
@@ -531,6 +537,11 @@ func (sv *service) restore(ss ServiceState) error {
 	sv.backoff = backoff{crashes: ss.Crashes, until: ss.HoldUntil}
 	sv.restarts = ss.Restarts
 	sv.starts, sv.ended = ss.Starts, ss.Exits
+	for s := range stateCount {
+		if s.String() == ss.State { // what it was, so that settling it again changes no since
+			sv.state, sv.reason, sv.since = s, ss.Reason, ss.Since
+		}
+	}
 	if ss.LastExit != nil {
 		sv.lastExit = *ss.LastExit
 	}
