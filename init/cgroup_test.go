@@ -16,14 +16,11 @@ import (
 )
 
 // testCgroups returns a cgroup subtree for the test, removed at its end.
-// It skips the test only where there is no cgroup v2 hierarchy at all, or
-// when not root.
+// It skips the test only when not root and there is no cgroup v2
+// hierarchy it may write: as root on Debian there always is one.
 func testCgroups(t testing.TB) *Cgroups {
 	t.Helper()
 	cg, err := NewCgroups(zerolog.Nop(), "initsys-test."+strconv.Itoa(os.Getpid()))
-	if errors.Is(err, ErrNoCgroups) {
-		t.Skip(err)
-	}
 	if err != nil && os.Geteuid() != 0 {
 		t.Skipf("not root: %v", err)
 	}

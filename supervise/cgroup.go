@@ -141,20 +141,23 @@ func (s *Supervisor) releaseGroup(name string, g group) {
 }
 
 // removeGroup removes a cgroup no service uses, once empty (waiting up to
-// removeWait), unless a service of that name has taken it meanwhile.
-func (s *Supervisor) removeGroup(name string, ref *groupRef) {
+// removeWait), unless a service of that name has taken it meanwhile. It
+// reports whether it removed it.
+func (s *Supervisor) removeGroup(name string, ref *groupRef) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), removeWait)
 	ref.g.Wait(ctx)
 	cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ref.users > 0 || s.cgroups[name] != ref {
-		return
+		return false
 	}
 	delete(s.cgroups, name)
 	if err := ref.g.Remove(); err != nil {
 		s.cfg.Log.Warn().Err(err).Str("svc", name).Msg("cannot remove the service's cgroup")
+		return false
 	}
+	return true
 }
 
 // unused reports whether no service uses ref any more.
@@ -227,5 +230,7 @@ func (s *Supervisor) emptyGroup(name string, ref *groupRef) {
 			cancel()
 		}
 	}
-	s.removeGroup(name, ref)
+	if s.removeGroup(name, ref) {
+		log.Info().Msg("removed the cgroup of a service no longer configured")
+	}
 }

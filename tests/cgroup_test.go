@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // cgroup2Mount returns where the cgroup v2 hierarchy is mounted
@@ -194,16 +193,10 @@ func TestCgroupOfServiceNoLongerConfigured(t *testing.T) {
 		t.Errorf("got the new metad's services in %q, want the same cgroups as before, %q", got, filepath.Dir(ghostDir))
 	}
 	m2.waitEvent(1, "the ghost to be stopped", msg("stopping what a service no longer configured left", "ghost"))
-	deadline := time.Now().Add(waitLimit)
-	for {
-		_, err := os.Stat(ghostDir)
-		if !alive(pid) && os.IsNotExist(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: ghost alive %v, its cgroup %q there (%v); want neither", waitLimit, alive(pid), ghostDir, err)
-		}
-		time.Sleep(10 * time.Millisecond) // a cgroup's removal has no event to wait on
+	// Removed only once empty: the ghost has ended by then.
+	m2.waitEvent(1, "the ghost's cgroup removed", msg("removed the cgroup of a service no longer configured", "ghost"))
+	if _, err := os.Stat(ghostDir); alive(pid) || !os.IsNotExist(err) {
+		t.Fatalf("ghost alive %v, its cgroup %q there (%v); want neither", alive(pid), ghostDir, err)
 	}
 	m2.signal(syscall.SIGTERM)
 	m2.wait(waitLimit)
