@@ -86,6 +86,30 @@ type Service struct {
 	Nice     *int         // the program's nice value, -20 to 19; nil: metad's
 	Limits   []Limit      // resource limits, at most one per resource, in the order of the limits table (nofile first); the others are metad's
 
+	// Lifecycle (SPEC §8).
+	Ready        Ready         // how readiness is known; the zero value is ready=started
+	ReadyTimeout time.Duration // not ready within this: the instance is stopped, the run is a crash; default 90s
+	After        []string      // services that must be ready or done before an automatic start; stopped after this one at shutdown
+	Needs        []string      // as After (each is in After too), and this one is stopped while one of them is not up
+	Restart      Restart       // daemon: when an ended instance is replaced
+	Retries      int           // crashes in a row after which the service is failed; 0: no limit
+	OnFailure    Action        // what metad does when the service becomes failed
+	OnSuccess    Action        // what metad does when the service becomes done
+	StopTimeout  time.Duration // grace between the stop signal and SIGKILL; 0: metad's --stop-timeout
+
+	// Health and hang detection (SPEC §10).
+	Check        Probe         // liveness check while ready; Kind ProbeNone: none
+	CheckEvery   time.Duration // default 10s
+	CheckTimeout time.Duration // default 5s
+	CheckFails   int           // consecutive failed checks that make an instance unhealthy; default 3
+	Watchdog     time.Duration // ready=notify: WATCHDOG=1 expected within every Watchdog; 0: none
+	Quiet        time.Duration // watch_output: no output line for Quiet is a hang; 0: none
+
+	// Stream admission (SPEC §11).
+	PerSource int            // most instances at once for one client address; 0: no limit
+	Rate      Rate           // connections accepted per client address; zero: no limit
+	OnlyFrom  []netip.Prefix // client addresses served (masked, IPv4 as IPv4); nil: every address
+
 	Port    int        // listener, stream: TCP port, 1 to 65535
 	Addr    netip.Addr // listener, stream: the zero Addr means every address, IPv4 and IPv6
 	Backlog int        // listener, stream: listen(2) backlog
@@ -129,3 +153,74 @@ type EnvFile struct {
 	Path     string // absolute
 	Optional bool   // written env_file=-PATH: a file that does not exist is skipped
 }
+
+// ReadyKind is how metad learns that a started instance is ready.
+type ReadyKind uint8
+
+// The forms of ready= (SPEC §8).
+const (
+	ReadyStarted ReadyKind = iota // ready=started: as soon as it is started (the default)
+	ReadyNotify                   // ready=notify: sd_notify READY=1 on the service's NOTIFY_SOCKET
+	ReadyFD                       // ready=fd:N: a line written to fd N (s6 notification fd)
+	ReadyTCP                      // ready=tcp:[ADDR:]PORT: a TCP connection succeeds
+	ReadyExec                     // ready=exec:COMMAND: COMMAND exits 0, tried every 200ms
+)
+
+// Ready is a ready= option.
+type Ready struct {
+	Kind  ReadyKind
+	FD    int   // ReadyFD: the descriptor the program writes to, 3 or more
+	Probe Probe // ReadyTCP, ReadyExec: what is tried until it succeeds
+}
+
+// ProbeKind is the kind of a probe: a test of a service from outside.
+type ProbeKind uint8
+
+// The probes of ready= and check=.
+const (
+	ProbeNone ProbeKind = iota
+	ProbeTCP            // a TCP connection to Addr succeeds
+	ProbeHTTP           // a GET of URL answers 2xx or 3xx (redirects not followed)
+	ProbeExec           // Argv exits 0
+)
+
+// Probe is a test run against a service: tcp:[ADDR:]PORT, http://... or
+// exec:COMMAND.
+type Probe struct {
+	Kind ProbeKind
+	Addr netip.AddrPort // ProbeTCP: ADDR defaults to 127.0.0.1
+	URL  string         // ProbeHTTP: the whole URL, http:// or https://
+	Argv []string       // ProbeExec: COMMAND split like a config line; Argv[0] as written
+	Text string         // the option's value as written, for messages and printing
+}
+
+// Restart is a daemon's restart= policy.
+type Restart uint8
+
+// The restart policies; the zero value is RestartAlways.
+const (
+	RestartAlways    Restart = iota // start another whenever an instance ends
+	RestartOnFailure                // only after a failure; a clean end makes the service done
+	RestartNever                    // never: the service is done or failed when its instance ends
+)
+
+// Action is what metad does when a service ends for good (on_failure=,
+// on_success=).
+type Action uint8
+
+// The actions; the zero value is ActionNone.
+const (
+	ActionNone     Action = iota // nothing
+	ActionShutdown               // metad shuts down (on_failure: with the service's last exit status)
+)
+
+// Rate is a rate=N/DUR option: at most N connections per Per from one
+// client address, as a token bucket of N tokens refilled over Per.
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+// Deps returns the services this one starts after: After, which holds
+// Needs too.
+func (s *Service) Deps() []string { return s.After }

@@ -85,6 +85,34 @@ type Status struct {
 	Port         int        // listener and stream
 	Held         int        // stream: slots held by crashes
 	Custody      []int      // processes left by ended instances, being stopped
+
+	Ready        bool          // the service is ready: state ready (daemon, listener) or listening (stream)
+	Notify       string        // ready=notify: the last STATUS= text the program sent; "" if none
+	ReadyTimeout time.Duration // how long a start may take to become ready
+	StopTimeout  time.Duration // how long a stop may take before SIGKILL
+	LastStop     *LastStop     // the last stop of every instance; nil before the first
+
+	Health      string // "" (no check), "unknown" (not checked yet), "healthy" or "unhealthy"
+	HealthError string // the last failed check, hang or watchdog expiry; "" if none
+	CheckFails  int    // consecutive failed checks of the current instance
+	Unhealthy   int    // instances stopped as unhealthy, hung or watchdog-expired
+
+	Refused Refused // stream: connections closed by admission, by rule
+}
+
+// LastStop is how the last stop request ended: the instances stopped on
+// their stop signal, or were killed after the stop timeout.
+type LastStop struct {
+	At     time.Time     `json:"at"`     // when the last instance of it ended
+	Took   time.Duration `json:"took"`   // from the stop signal to the end of the last instance
+	Killed bool          `json:"killed"` // SIGKILL was needed
+}
+
+// Refused counts the connections stream admission closed, by rule.
+type Refused struct {
+	PerSource int `json:"per_source"` // the client address had per_source instances
+	Rate      int `json:"rate"`       // the client address was over its rate
+	OnlyFrom  int `json:"only_from"`  // the client address is not in only_from
 }
 
 // LastExit is how an instance ended.
