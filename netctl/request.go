@@ -17,6 +17,10 @@ import (
 
 // protocolVersion is the version of Request and Reply. A metad answers a
 // request of another version with an error naming the one it speaks.
+// Fields are added to a reply within a version: a reader ignores those
+// it does not know, and a field it knows that is absent comes from an
+// older metad (docs/protocol.md). The version changes only when a field
+// changes its meaning or a request changes its form.
 const protocolVersion = 1
 
 // Request is one control command, as JSON on the local socket and in a
@@ -75,6 +79,35 @@ type Service struct {
 	StartError   string     `json:"last_start_error,omitempty"`
 	StartErrorAt *time.Time `json:"last_start_error_at,omitempty"`
 	Output       []string   `json:"output,omitempty"` // status, watch_output: the last lines of output
+
+	// Ready says whether the service is ready (metad(8)); nil from a
+	// metad that does not report readiness, whose readers fall back on
+	// the state.
+	Ready        *bool     `json:"ready,omitempty"`
+	NotifyStatus string    `json:"notify_status,omitempty"`         // ready=notify: the last STATUS= text
+	ReadyTimeout float64   `json:"ready_timeout_seconds,omitempty"` // how long a start may take to be ready
+	StopTimeout  float64   `json:"stop_timeout_seconds,omitempty"`  // grace between the stop signal and SIGKILL
+	LastStop     *LastStop `json:"last_stop,omitempty"`             // how the last stop ended; nil before the first
+	Health       string    `json:"health,omitempty"`                // unknown, healthy or unhealthy; "" without a check
+	HealthError  string    `json:"health_error,omitempty"`          // the last failed check, hang or watchdog expiry
+	CheckFails   int       `json:"check_fails,omitempty"`           // consecutive failed checks of the current instance
+	Unhealthy    int       `json:"unhealthy,omitempty"`             // instances stopped as unhealthy, hung or watchdog-expired
+	Refused      *Refused  `json:"refused,omitempty"`               // stream: connections closed by admission
+}
+
+// LastStop is how the last stop of a service's instances ended.
+type LastStop struct {
+	At     time.Time `json:"at"`           // when the last instance ended
+	Took   float64   `json:"took_seconds"` // from the stop signal to that end
+	Killed bool      `json:"killed"`       // SIGKILL was needed after the stop timeout
+}
+
+// Refused counts the connections a stream service's admission closed,
+// by rule.
+type Refused struct {
+	PerSource int `json:"per_source"`
+	Rate      int `json:"rate"`
+	OnlyFrom  int `json:"only_from"`
 }
 
 // LastExit is how a service's last instance ended.
@@ -380,6 +413,24 @@ func serviceOf(s supervise.Status) Service {
 		Custody:   s.Custody,
 		Starts:    s.Starts,
 		Exits:     s.Exits,
+
+		NotifyStatus: s.Notify,
+		ReadyTimeout: s.ReadyTimeout.Seconds(),
+		StopTimeout:  s.StopTimeout.Seconds(),
+		Health:       s.Health,
+		HealthError:  s.HealthError,
+		CheckFails:   s.CheckFails,
+		Unhealthy:    s.Unhealthy,
+	}
+	if reportsReadiness() {
+		ready := s.Ready
+		out.Ready = &ready
+	}
+	if l := s.LastStop; l != nil {
+		out.LastStop = &LastStop{At: l.At, Took: l.Took.Seconds(), Killed: l.Killed}
+	}
+	if s.Class == conffmt.Stream {
+		out.Refused = &Refused{PerSource: s.Refused.PerSource, Rate: s.Refused.Rate, OnlyFrom: s.Refused.OnlyFrom}
 	}
 	if !s.Since.IsZero() {
 		since := s.Since
@@ -397,6 +448,12 @@ func serviceOf(s supervise.Status) Service {
 	}
 	return out
 }
+
+// reportsReadiness says whether the supervisor tells ready services from
+// started ones: it has the state "ready". Until then Status.Ready is not
+// filled, and the reply leaves "ready" out, so that clients fall back on
+// the state instead of reading every service as not ready.
+func reportsReadiness() bool { return slices.Contains(supervise.States(), "ready") }
 
 func (h *Handler) kill(args []string) (Reply, error) {
 	sig := syscall.SIGTERM

@@ -1,6 +1,7 @@
 package netctl
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -190,6 +191,63 @@ func TestHandlerReplies(t *testing.T) {
 
 	if r, _ := h.Do(Request{Version: 2, Command: "list"}, ViaLocal); r.OK || !strings.Contains(r.Error, "unsupported request version 2") {
 		t.Errorf("got ok %v, error %q; want a version error", r.OK, r.Error)
+	}
+}
+
+// TestServiceOfLifecycle: readiness, timeouts, the last stop, health and
+// admission go on the wire in the units and names of docs/protocol.md.
+func TestServiceOfLifecycle(t *testing.T) {
+	st := supervise.Status{Name: "web", Class: conffmt.Daemon, State: "ready", Ready: true, Notify: "serving",
+		ReadyTimeout: 90 * time.Second, StopTimeout: 2500 * time.Millisecond,
+		LastStop: &supervise.LastStop{At: testTime, Took: 2010 * time.Millisecond, Killed: true},
+		Health:   "unhealthy", HealthError: "HTTP 500", CheckFails: 3, Unhealthy: 2}
+	got := serviceOf(st)
+	want := Service{Name: "web", Class: "daemon", State: "ready", Instances: []Instance{}, NotifyStatus: "serving", ReadyTimeout: 90, StopTimeout: 2.5,
+		LastStop: &LastStop{At: testTime, Took: 2.01, Killed: true}, Health: "unhealthy", HealthError: "HTTP 500", CheckFails: 3, Unhealthy: 2}
+	if reportsReadiness() {
+		ready := true
+		want.Ready = &ready
+	}
+	gb, _ := json.Marshal(got)
+	wb, _ := json.Marshal(want)
+	if string(gb) != string(wb) {
+		t.Errorf("got %s, want %s", gb, wb)
+	}
+
+	echo := serviceOf(supervise.Status{Name: "echo", Class: conffmt.Stream, Refused: supervise.Refused{PerSource: 1, Rate: 2, OnlyFrom: 3}})
+	if echo.Refused == nil || *echo.Refused != (Refused{PerSource: 1, Rate: 2, OnlyFrom: 3}) {
+		t.Errorf("echo: got refused %+v, want 1, 2, 3", echo.Refused)
+	}
+	if d := serviceOf(supervise.Status{Name: "d", Class: conffmt.Daemon}); d.Refused != nil || d.LastStop != nil {
+		t.Errorf("daemon: got %+v, want no refused and no last stop", d)
+	}
+}
+
+// TestReplyCompatible: within version 1 a reply gains fields. A reader
+// ignores those it does not know, and a field it knows that an older
+// metad leaves out reads as absent.
+func TestReplyCompatible(t *testing.T) {
+	var r Reply
+	newer := `{"v":1,"ok":true,"services":[{"name":"web","class":"daemon","state":"ready","ready":true,"instances":[],` +
+		`"restarts":0,"crashes":0,"starts":1,"exits":0,"some_later_field":{"x":1}}]}`
+	if err := json.Unmarshal([]byte(newer), &r); err != nil || len(r.Services) != 1 || r.Services[0].Ready == nil || !*r.Services[0].Ready {
+		t.Errorf("a newer reply: got %+v, %v; want web, ready", r, err)
+	}
+	r = Reply{}
+	older := `{"v":1,"ok":true,"services":[{"name":"web","class":"daemon","state":"running","instances":[{"pid":5,"started":"2026-03-04T05:06:07Z"}],"restarts":0,"crashes":0}]}`
+	if err := json.Unmarshal([]byte(older), &r); err != nil || len(r.Services) != 1 || r.Services[0].Ready != nil || r.Services[0].StopTimeout != 0 {
+		t.Errorf("an older reply: got %+v, %v; want web without ready or timeouts", r, err)
+	}
+	var old struct { // what a version 1 reader of the first days knows
+		V        int
+		OK       bool
+		Services []struct {
+			Name, Class, State string
+			Enabled            bool
+		}
+	}
+	if err := json.Unmarshal([]byte(newer), &old); err != nil || !old.OK || old.Services[0].State != "ready" {
+		t.Errorf("an old reader: got %+v, %v", old, err)
 	}
 }
 
