@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"metad/conffmt"
 	"metad/supervise"
 )
 
@@ -106,6 +107,10 @@ func families(snap *Snapshot) []family {
 	exits := family{name: "metad_service_exits_total", typ: "counter", help: "Instances of the service that ended, for any reason."}
 	lastExit := family{name: "metad_service_last_exit_status", typ: "gauge", help: "How the service's last instance ended, as a shell reports it (128+N for signal N); only once one has ended."}
 	next := family{name: "metad_service_next_start_timestamp_seconds", typ: "gauge", help: "When the next automatic start is due, since the Unix epoch, in seconds; only while one is scheduled."}
+	ready := family{name: "metad_service_ready", typ: "gauge", help: "1 if the service is ready (a daemon's instance is ready, a listener or stream listens), else 0."}
+	healthy := family{name: "metad_service_healthy", typ: "gauge", help: "1 if the service's check passes, 0 if it fails; only for a service with a check that has run."}
+	unhealthy := family{name: "metad_service_unhealthy_total", typ: "counter", help: "Instances stopped as unhealthy, hung or watchdog-expired."}
+	refused := family{name: "metad_service_refused_total", typ: "counter", help: "Stream services: connections admission closed without starting anything, by rule."}
 	for _, s := range svcs {
 		info.add(1, "service", s.Name, "class", s.Class.String())
 		for _, st := range States {
@@ -128,8 +133,18 @@ func families(snap *Snapshot) []family {
 		if !s.NextStart.IsZero() {
 			next.add(float64(s.NextStart.UnixMilli())/1e3, "service", s.Name, "reason", s.NextReason)
 		}
+		ready.add(bool01(s.Ready), "service", s.Name)
+		if s.Health == "healthy" || s.Health == "unhealthy" {
+			healthy.add(bool01(s.Health == "healthy"), "service", s.Name)
+		}
+		unhealthy.add(float64(s.Unhealthy), "service", s.Name)
+		if s.Class == conffmt.Stream {
+			refused.add(float64(s.Refused.PerSource), "service", s.Name, "rule", "per_source")
+			refused.add(float64(s.Refused.Rate), "service", s.Name, "rule", "rate")
+			refused.add(float64(s.Refused.OnlyFrom), "service", s.Name, "rule", "only_from")
+		}
 	}
-	return append(out, info, state, enabled, instances, custody, held, restarts, crashes, starts, exits, lastExit, next)
+	return append(out, info, state, enabled, instances, custody, held, restarts, crashes, starts, exits, lastExit, next, ready, healthy, unhealthy, refused)
 }
 
 func bool01(b bool) float64 {

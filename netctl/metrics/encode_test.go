@@ -24,9 +24,12 @@ func snapshot() *Snapshot {
 		GoVersion: "go1.26.8",
 		Process:   Process{Goroutines: 12, StartTime: at.Add(-time.Hour), CPUSeconds: 1.25, RSSBytes: 8 << 20, OpenFDs: 9, MaxFDs: 1024},
 		Services: []supervise.Status{
-			{Name: "web", Class: conffmt.Daemon, Enabled: true, State: "running", Instances: []supervise.Instance{{PID: 10}, {PID: 11}}, Restarts: 4, Starts: 6, Exits: 4, LastExit: &supervise.LastExit{Code: 1}},
-			{Name: "echo", Class: conffmt.Stream, Enabled: true, State: "running", Port: 7, Held: 2, Restarts: 7, Crashes: 2},
-			{Name: "cron", Class: conffmt.Daemon, Enabled: true, State: "backoff", Crashes: 3, Restarts: 3, Starts: 5, Exits: 5, LastExit: &supervise.LastExit{Code: 137, Status: "signal 9 (killed)", Outcome: "crashed"}, NextStart: at, NextReason: "min", Custody: []int{20, 21, 22}},
+			{Name: "web", Class: conffmt.Daemon, Enabled: true, State: "running", Instances: []supervise.Instance{{PID: 10}, {PID: 11}}, Restarts: 4, Starts: 6, Exits: 4, LastExit: &supervise.LastExit{Code: 1},
+				Ready: true, Health: "healthy", Unhealthy: 1},
+			{Name: "echo", Class: conffmt.Stream, Enabled: true, State: "running", Port: 7, Held: 2, Restarts: 7, Crashes: 2,
+				Ready: true, Refused: supervise.Refused{PerSource: 3, Rate: 5, OnlyFrom: 8}},
+			{Name: "cron", Class: conffmt.Daemon, Enabled: true, State: "backoff", Crashes: 3, Restarts: 3, Starts: 5, Exits: 5, LastExit: &supervise.LastExit{Code: 137, Status: "signal 9 (killed)", Outcome: "crashed"}, NextStart: at, NextReason: "min", Custody: []int{20, 21, 22},
+				Health: "unhealthy", HealthError: "HTTP 500", CheckFails: 3, Unhealthy: 4},
 			{Name: "idle", Class: conffmt.Listener, Enabled: false, State: "disabled"},
 		},
 	}
@@ -138,5 +141,32 @@ func nan() float64 { z := 0.0; return z / z }
 func TestHelpEscapes(t *testing.T) {
 	if got, want := helpEscaper.Replace("a\\b\nc \"d\""), `a\\b\nc "d"`; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestWriteHealth: metad_service_healthy is there only for a service whose
+// check has run; refusals only for streams, one series per rule.
+func TestWriteHealth(t *testing.T) {
+	var b bytes.Buffer
+	Write(&b, &Snapshot{Services: []supervise.Status{
+		{Name: "none", Class: conffmt.Daemon},
+		{Name: "unknown", Class: conffmt.Daemon, Health: "unknown"},
+		{Name: "sick", Class: conffmt.Daemon, Health: "unhealthy", Unhealthy: 2},
+		{Name: "tcp", Class: conffmt.Stream, Refused: supervise.Refused{OnlyFrom: 1}},
+	}})
+	got := b.String()
+	for _, want := range []string{
+		`metad_service_healthy{service="sick"} 0`, `metad_service_unhealthy_total{service="sick"} 2`,
+		`metad_service_unhealthy_total{service="none"} 0`, `metad_service_ready{service="none"} 0`,
+		`metad_service_refused_total{service="tcp",rule="only_from"} 1`, `metad_service_refused_total{service="tcp",rule="rate"} 0`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("no %q in:\n%s", want, got)
+		}
+	}
+	for _, gone := range []string{`metad_service_healthy{service="none"}`, `metad_service_healthy{service="unknown"}`, `metad_service_refused_total{service="sick"`} {
+		if strings.Contains(got, gone) {
+			t.Errorf("got %q in:\n%s", gone, got)
+		}
 	}
 }
