@@ -246,10 +246,10 @@ func TestPrinter(t *testing.T) {
 		status  int
 	}{
 		{"one host's table", "list", false, false, []netctl.Answer{{Host: localHost, Reply: ok}}, "" +
-			"NAME          CLASS   ENABLED  STATE     PORT  RESTARTS  NEXT  PID   STARTED\n" +
-			"web           daemon  yes      running   -     2         -     41    2026-03-04 05:06:07\n" +
-			"                                                               4242  2026-03-04 05:06:07\n" +
-			"echo-service  stream  no       disabled  7007  0         -     -     -\n", "", exitOK},
+			"NAME          CLASS   ENABLED  STATE     READY  PORT  RESTARTS  LAST EXIT  NEXT  PID   STARTED\n" +
+			"web           daemon  yes      running   yes    -     2         -          -     41    2026-03-04 05:06:07\n" +
+			"                                                                                 4242  2026-03-04 05:06:07\n" +
+			"echo-service  stream  no       disabled  no     7007  0         -          -     -     -\n", "", exitOK},
 		{"several hosts: headers, errors and silence", "list", true, false, []netctl.Answer{
 			{Host: "10.0.0.1", Reply: &netctl.Reply{OK: true, Name: "a", Services: svcs[1:]}},
 			{Host: "10.0.0.2", Reply: &netctl.Reply{Error: `unknown service "x"`}},
@@ -257,11 +257,11 @@ func TestPrinter(t *testing.T) {
 			{Host: "10.0.0.4", Reply: &netctl.Reply{OK: true, Name: "10.0.0.4", Services: svcs[1:]}},
 		}, "" +
 			"==> 10.0.0.1 (a) <==\n" +
-			"NAME          CLASS   ENABLED  STATE     PORT  RESTARTS  NEXT  PID  STARTED\n" +
-			"echo-service  stream  no       disabled  7007  0         -     -    -\n" +
+			"NAME          CLASS   ENABLED  STATE     READY  PORT  RESTARTS  LAST EXIT  NEXT  PID  STARTED\n" +
+			"echo-service  stream  no       disabled  no     7007  0         -          -     -    -\n" +
 			"\n==> 10.0.0.4 <==\n" +
-			"NAME          CLASS   ENABLED  STATE     PORT  RESTARTS  NEXT  PID  STARTED\n" +
-			"echo-service  stream  no       disabled  7007  0         -     -    -\n",
+			"NAME          CLASS   ENABLED  STATE     READY  PORT  RESTARTS  LAST EXIT  NEXT  PID  STARTED\n" +
+			"echo-service  stream  no       disabled  no     7007  0         -          -     -    -\n",
 			"metac: 10.0.0.2: unknown service \"x\"\nmetac: 10.0.0.3: no answer\n", exitNoAnswer},
 		{"local error lines", "reload", false, false, []netctl.Answer{{Host: localHost, Reply: &netctl.Reply{Error: "a:1:2: bad\na:3:4: worse"}}},
 			"", "metac: a:1:2: bad\nmetac: a:3:4: worse\n", exitFailed},

@@ -36,6 +36,17 @@ type printer struct {
 	multi  bool // more than one host may answer: name each
 	stdout io.Writer
 	stderr io.Writer
+	// now is the time that relative times (NEXT, "5s ago") count from;
+	// zero means the time of printing.
+	now time.Time
+}
+
+// clock returns the time relative times count from.
+func (p *printer) clock() time.Time {
+	if p.now.IsZero() {
+		return time.Now()
+	}
+	return p.now
 }
 
 // usage reports a usage error and returns the usage status: one line on
@@ -86,7 +97,7 @@ func (p *printer) print(answers []netctl.Answer) int {
 				}
 				fmt.Fprintf(p.stdout, "==> %s <==\n", hostTitle(r))
 			}
-			writeTable(p.stdout, r.Reply.Services)
+			writeTable(p.stdout, r.Reply.Services, p.clock())
 		case "status":
 			if headers {
 				if i > 0 {
@@ -94,7 +105,7 @@ func (p *printer) print(answers []netctl.Answer) int {
 				}
 				fmt.Fprintf(p.stdout, "==> %s <==\n", hostTitle(r))
 			}
-			writeStatus(p.stdout, r.Reply.Services, time.Now())
+			writeStatus(p.stdout, r.Reply.Services, p.clock())
 		case "debug":
 			io.WriteString(p.stdout, r.Reply.Stacks)
 		case "version":
@@ -166,20 +177,18 @@ func (p *printer) writeJSON(j hostJSON) {
 	fmt.Fprintf(p.stdout, "%s\n", b)
 }
 
-// writeTable writes services as an aligned table, one line per instance.
-func writeTable(w io.Writer, svcs []netctl.Service) {
+// writeTable writes services as an aligned table, one line per instance,
+// with the next start relative to now.
+func writeTable(w io.Writer, svcs []netctl.Service, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCLASS\tENABLED\tSTATE\tPORT\tRESTARTS\tNEXT\tPID\tSTARTED")
+	fmt.Fprintln(tw, "NAME\tCLASS\tENABLED\tSTATE\tREADY\tPORT\tRESTARTS\tLAST EXIT\tNEXT\tPID\tSTARTED")
 	for _, s := range svcs {
-		enabled, port, next := "no", "-", "-"
-		if s.Enabled {
-			enabled = "yes"
-		}
+		port, next := "-", "-"
 		if s.Port != 0 {
 			port = strconv.Itoa(s.Port)
 		}
 		if s.NextStart != nil {
-			next = showTime(*s.NextStart)
+			next = "in " + s.NextStart.Sub(now).Round(time.Second).String()
 		}
 		pid, started := "-", "-"
 		if len(s.Instances) > 0 {
@@ -189,12 +198,33 @@ func writeTable(w io.Writer, svcs []netctl.Service) {
 		if len(s.Custody) > 0 { // processes left by ended instances, being stopped
 			state += "(+" + strconv.Itoa(len(s.Custody)) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Name, s.Class, enabled, state, port, s.Restarts, next, pid, started)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.Name, s.Class, yesNo(s.Enabled), state, yesNo(ready(s)),
+			port, s.Restarts, shortExit(s.LastExit), next, pid, started)
 		for _, in := range s.Instances[min(1, len(s.Instances)):] {
-			fmt.Fprintf(tw, "\t\t\t\t\t\t\t%d\t%s\n", in.PID, showTime(in.Started))
+			fmt.Fprintf(tw, "\t\t\t\t\t\t\t\t\t%d\t%s\n", in.PID, showTime(in.Started))
 		}
 	}
 	tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// shortExit says how an instance ended in a few characters: "exit 3",
+// "signal 9"; "-" for none.
+func shortExit(e *netctl.LastExit) string {
+	if e == nil {
+		return "-"
+	}
+	if sig, ok := strings.CutPrefix(e.Status, "signal "); ok {
+		n, _, _ := strings.Cut(sig, " ")
+		return "signal " + n
+	}
+	return "exit " + strconv.Itoa(e.Code)
 }
 
 // writeStatus writes each service as a block: its state with the reason
@@ -214,11 +244,14 @@ func writeStatus(w io.Writer, svcs []netctl.Service, now time.Time) {
 			head += " for " + since(now, *s.Since)
 		}
 		fmt.Fprintln(bw, head)
-		enabled := "enabled"
+		enabled, readiness := "enabled", "not ready"
 		if !s.Enabled {
 			enabled = "disabled"
 		}
-		line := "  " + s.Class + ", " + enabled
+		if ready(s) {
+			readiness = "ready"
+		}
+		line := "  " + s.Class + ", " + enabled + ", " + readiness
 		if s.Port != 0 {
 			line += ", port " + strconv.Itoa(s.Port)
 		}
@@ -233,9 +266,17 @@ func writeStatus(w io.Writer, svcs []netctl.Service, now time.Time) {
 			}
 			fmt.Fprintf(bw, "  custody: %s (left by ended instances, being stopped)\n", strings.Join(pids, " "))
 		}
+		if s.NotifyStatus != "" {
+			fmt.Fprintf(bw, "  notify status: %s\n", s.NotifyStatus)
+		}
+		if s.Health != "" {
+			fmt.Fprintf(bw, "  health: %s\n", healthText(s))
+		}
 		if e := s.LastExit; e != nil {
-			fmt.Fprintf(bw, "  last exit: %s at %s, after %s (%s)\n", e.Status, showTime(e.At),
-				time.Duration(e.Ran*float64(time.Second)).Round(time.Millisecond), e.Outcome)
+			fmt.Fprintf(bw, "  last exit: %s at %s, after %s (%s)\n", e.Status, showTime(e.At), seconds(e.Ran).Round(time.Millisecond), e.Outcome)
+		}
+		if l := s.LastStop; l != nil {
+			fmt.Fprintf(bw, "  last stop: %s at %s\n", stopText(l), showTime(l.At))
 		}
 		if s.StartError != "" {
 			at := ""
@@ -247,7 +288,17 @@ func writeStatus(w io.Writer, svcs []netctl.Service, now time.Time) {
 		if s.NextStart != nil {
 			fmt.Fprintf(bw, "  next start: %s, in %s (%s)\n", showTime(*s.NextStart), s.NextStart.Sub(now).Round(time.Second), s.Next)
 		}
-		fmt.Fprintf(bw, "  restarts %d, crashes in a row %d, started %d, ended %d", s.Restarts, s.Crashes, s.Starts, s.Exits)
+		if s.ReadyTimeout > 0 || s.StopTimeout > 0 {
+			fmt.Fprintf(bw, "  timeouts: ready %s, stop %s\n", seconds(s.ReadyTimeout), seconds(s.StopTimeout))
+		}
+		if r := s.Refused; r != nil && *r != (netctl.Refused{}) {
+			fmt.Fprintf(bw, "  refused: per_source %d, rate %d, only_from %d\n", r.PerSource, r.Rate, r.OnlyFrom)
+		}
+		fmt.Fprintf(bw, "  restarts %d, crashes in a row %d", s.Restarts, s.Crashes)
+		if s.Unhealthy > 0 {
+			fmt.Fprintf(bw, ", unhealthy %d", s.Unhealthy)
+		}
+		fmt.Fprintf(bw, ", started %d, ended %d", s.Starts, s.Exits)
 		if s.Held > 0 {
 			fmt.Fprintf(bw, ", slots held by crashes %d", s.Held)
 		}
@@ -260,6 +311,53 @@ func writeStatus(w io.Writer, svcs []netctl.Service, now time.Time) {
 		}
 	}
 }
+
+// healthText says how a service's check stands: "healthy", "unhealthy:
+// 3 failed checks in a row, last: connection refused".
+func healthText(s netctl.Service) string {
+	text := s.Health
+	switch {
+	case s.CheckFails > 0:
+		text += fmt.Sprintf(": %d failed %s in a row", s.CheckFails, plural(s.CheckFails, "check", "checks"))
+		if s.HealthError != "" {
+			text += ", last: " + s.HealthError
+		}
+	case s.HealthError != "":
+		text += " (last failure: " + s.HealthError + ")"
+	}
+	return text
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// stopText says how a stop ended: "stopped in 120ms", "killed after 10s".
+func stopText(l *netctl.LastStop) string {
+	if l.Killed {
+		return "killed after " + tookText(seconds(l.Took))
+	}
+	return "stopped in " + tookText(seconds(l.Took))
+}
+
+// tookText shows how long a stop took, cut (not rounded) to what reads
+// well: a stop killed after a 2s timeout took a little more than 2s, and
+// says "2s".
+func tookText(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Truncate(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Truncate(100 * time.Millisecond).String()
+	}
+	return d.Truncate(time.Second).String()
+}
+
+// seconds converts seconds as the wire carries them to a duration.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
 // since says how long ago t was, to the second (to the millisecond
 // below one second).

@@ -23,11 +23,17 @@ const (
 )
 
 // ready reports whether a service counts as ready on a host, for rolling
-// operations and --summary: the state "ready" once metad reports
-// readiness; until then a daemon that is "running" with an instance, or
-// another class (listener, stream) that is enabled and "running" or
-// "idle" (waiting for connections). This is the one place that says so.
+// operations, --summary, list and the waits of start, restart and wait:
+// what metad reports (Service.Ready). A metad that does not report
+// readiness leaves it out; then the old rule holds: a daemon that is
+// "running" with an instance, or another class (listener, stream) that is
+// enabled and "running" or "idle" (waiting for connections); and a
+// disabled daemon or listener that runs the instance a start gave it.
+// This is the one place that says so.
 func ready(s netctl.Service) bool {
+	if s.Ready != nil {
+		return *s.Ready
+	}
 	switch s.State {
 	case "ready":
 		return true
@@ -35,6 +41,8 @@ func ready(s netctl.Service) bool {
 		return s.Class != "daemon" || len(s.Instances) > 0
 	case "idle":
 		return s.Class != "daemon" && s.Enabled
+	case "disabled":
+		return s.Class != "stream" && len(s.Instances) > 0
 	}
 	return false
 }

@@ -19,6 +19,10 @@ func TestReady(t *testing.T) {
 		{netctl.Service{Class: "daemon", State: "idle", Enabled: true}, false},
 		{netctl.Service{Class: "listener", State: "idle", Enabled: true}, true},
 		{netctl.Service{Class: "stream", State: "disabled"}, false},
+		{netctl.Service{Class: "daemon", State: "disabled", Instances: in}, true}, // metac start of a disabled daemon
+		{netctl.Service{Class: "daemon", State: "disabled"}, false},
+		{netctl.Service{Class: "daemon", State: "running", Ready: no, Instances: in}, false}, // metad says
+		{netctl.Service{Class: "daemon", State: "starting", Ready: yes, Instances: in}, true},
 		{netctl.Service{Class: "daemon", State: "starting", Instances: in}, false},
 		{netctl.Service{Class: "daemon", State: "backoff"}, false},
 		{netctl.Service{Class: "daemon", State: "failed"}, false},
