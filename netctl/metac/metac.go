@@ -66,7 +66,12 @@ over the network; -b [BCAST]: every metad on the local subnets (or on BCAST);
   -s SOCKET          local control socket (default %[4]s)
   -t TIMEOUT         how long to wait for replies (default 1s with -b, 5s with -h,
                      10s locally); a broadcast gathers replies for all of it;
-                     hosts that answered in part are asked again meanwhile
+                     hosts that answered in part are asked again meanwhile;
+                     start, stop, restart and wait: the whole wait for the
+                     outcome (default: from the services' ready and stop
+                     timeouts)
+  --no-wait          start, stop, restart: return once metad has the request,
+                     without waiting for the outcome
   --serial N         start, stop, restart, kill, enable, disable, reload,
                      reexec: on at most N hosts at a time (of -h or --hosts);
                      the next N only once the services are ready again
@@ -100,6 +105,7 @@ type options struct {
 	keepGoing bool
 	readyWait time.Duration
 	summary   bool
+	noWait    bool // --no-wait: start, stop, restart return once metad has the request
 	json      bool
 	version   bool
 	help      bool
@@ -165,7 +171,7 @@ func parse(args []string) (*options, error) {
 				}
 				o.bcastTo = addr
 			}
-		case "json", "V", "version", "help", "keep-going", "summary":
+		case "json", "V", "version", "help", "keep-going", "summary", "no-wait":
 			if hasVal {
 				fail(fmt.Errorf("flag -%s takes no value", name))
 				continue
@@ -179,6 +185,8 @@ func parse(args []string) (*options, error) {
 				o.keepGoing = true
 			case "summary":
 				o.summary = true
+			case "no-wait":
+				o.noWait = true
 			default:
 				o.version = true
 			}
@@ -275,7 +283,7 @@ func (o *options) check() error {
 	case len(o.relays) > 0 && o.bcastTo.IsValid():
 		return errors.New("-r RELAY takes -b without an address: the relay broadcasts on its own subnets")
 	}
-	if err := netctl.CheckRequest(o.cmd, o.args); err != nil {
+	if err := checkCommand(o.cmd, o.args); err != nil {
 		if errors.Is(err, netctl.ErrUnknownCommand) {
 			return unknownCommand(o.cmd)
 		}
@@ -295,13 +303,42 @@ func (o *options) check() error {
 		return errors.New("--keep-going goes with --serial")
 	case o.summary && !slices.Contains(summaryCommands, o.cmd):
 		return fmt.Errorf("--summary summarizes %s, not %s", strings.Join(summaryCommands, " and "), o.cmd)
+	case o.noWait && !slices.Contains(waitCommands, o.cmd):
+		return fmt.Errorf("--no-wait goes with %s, not %s", strings.Join(waitCommands, ", "), o.cmd)
+	case o.noWait && o.serial > 0:
+		return errors.New("--no-wait and --serial cannot be used together: a rollout waits for each batch")
+	case o.cmd == waitCommand && o.bcast:
+		return errors.New("wait asks the hosts it waits on: -h HOST,... or --hosts FILE, not -b")
 	}
 	return nil
 }
 
+// checkCommand validates a command and its arguments: metac's own wait,
+// or one metad carries out.
+func checkCommand(cmd string, args []string) error {
+	if cmd == waitCommand {
+		if len(args) == 0 {
+			return fmt.Errorf("usage: %s %s", waitCommand, waitArgs)
+		}
+		return nil
+	}
+	return netctl.CheckRequest(cmd, args)
+}
+
+// follows reports whether metac waits for the outcome of the command on
+// each service: start, stop and restart unless --no-wait, on the local
+// socket or named hosts (a broadcast does not know beforehand who
+// answers; a rollout waits its own way), and wait.
+func (o *options) follows() bool {
+	if o.cmd == waitCommand {
+		return true
+	}
+	return slices.Contains(waitCommands, o.cmd) && !o.noWait && !o.bcast && o.serial == 0
+}
+
 // commandNames returns every command metac knows, in order.
 func commandNames() []string {
-	names := []string{helpCommand}
+	names := []string{helpCommand, waitCommand}
 	for _, c := range netctl.Commands() {
 		names = append(names, c.Name)
 	}
@@ -329,9 +366,15 @@ func (o *options) network() bool { return len(o.hosts) > 0 || o.hostsFile != "" 
 
 // wait returns how long to wait for replies.
 func (o *options) wait() time.Duration {
-	switch {
-	case o.timeout > 0:
+	if o.timeout > 0 {
 		return o.timeout
+	}
+	return o.defaultWait()
+}
+
+// defaultWait returns how long to wait for replies without -t.
+func (o *options) defaultWait() time.Duration {
+	switch {
 	case o.bcast:
 		return defaultBroadcastWait
 	case len(o.hosts) > 0 || o.hostsFile != "":
@@ -371,6 +414,9 @@ func Main(prog string, args []string, version string, stdout, stderr io.Writer) 
 		fmt.Fprintln(bw, "metac", version)
 		return exitOK
 	}
+	if !o.network() && o.follows() {
+		return (&follower{o: o, out: out, call: localCaller(o.socket), hosts: []string{localHost}, failHost: localHost}).run()
+	}
 	req := netctl.NewRequest(o.cmd, o.args...)
 	if !o.network() {
 		r, err := netctl.CallLocal(o.socket, req, o.wait())
@@ -407,6 +453,9 @@ func runNet(o *options, req netctl.Request, out *printer) int {
 	key, err := netctl.LoadKey(o.keyFile)
 	if err != nil {
 		return out.fail("", err.Error())
+	}
+	if o.follows() {
+		return (&follower{o: o, out: out, call: netCaller(key, o.port), hosts: o.hosts}).run()
 	}
 	if o.serial > 0 {
 		hosts := o.hosts
@@ -466,6 +515,7 @@ func commandHelp() string {
 	for _, c := range netctl.Commands() {
 		fmt.Fprintf(tw, "  %s %s\t%s\n", c.Name, c.Args, c.What)
 	}
+	fmt.Fprintf(tw, "  %s %s\t%s\n", waitCommand, waitArgs, "wait until the services are ready (metac's own)")
 	fmt.Fprintf(tw, "  %s\t%s\n", helpCommand, "print this help (metac's own)")
 	tw.Flush()
 	return b.String()

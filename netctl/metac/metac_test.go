@@ -81,6 +81,16 @@ func TestParse(t *testing.T) {
 		{"--keep-going alone", []string{"-h", "a", "--keep-going", "stop", "web"}, nil, "--keep-going goes with --serial"},
 		{"--summary", []string{"-b", "--summary", "list"}, func(o *options) bool { return o.summary }, ""},
 		{"--summary of stop", []string{"-b", "--summary", "stop", "web"}, nil, "--summary summarizes"},
+		{"--no-wait", []string{"stop", "--no-wait", "web"}, func(o *options) bool { return o.noWait && o.cmd == "stop" }, ""},
+		{"--no-wait with kill", []string{"kill", "--no-wait", "web"}, nil, "--no-wait goes with start, stop, restart, not kill"},
+		{"--no-wait with --serial", []string{"-h", "a", "--serial", "1", "--no-wait", "restart", "web"}, nil, "--no-wait and --serial cannot be used together"},
+		{"wait", []string{"wait", "-t", "30s", "web", "db"}, func(o *options) bool {
+			return o.cmd == "wait" && slices.Equal(o.args, []string{"web", "db"}) && o.timeout == 30*time.Second
+		}, ""},
+		{"wait for nothing", []string{"wait"}, nil, "usage: wait SERVICE..."},
+		{"wait on a broadcast", []string{"-b", "wait", "web"}, nil, "wait asks the hosts it waits on"},
+		{"wait over the network", []string{"-h", "a,b", "wait", "web"}, func(o *options) bool { return o.follows() }, ""},
+		{"mistyped wait", []string{"wiat", "web"}, nil, `unknown command "wiat" (did you mean "wait"?)`},
 		{"no command", []string{"--json"}, nil, "no command given"},
 		{"unknown flag", []string{"-x", "list"}, nil, "flag provided but not defined: -x"},
 		{"unknown flag after the command", []string{"kill", "web", "-9"}, nil, "flag provided but not defined: -9"},
@@ -326,7 +336,7 @@ func TestPrinterJSONSchema(t *testing.T) {
 // out, with arguments it accepts.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"list", "list\x00--json", "-t\x002s\x00stop\x00web", "-b\x0010.0.0.255\x00-r\x00a,b\x00version",
-		"--\x00list\x00-x", "kill\x00web\x00HUP", "--hosts=f\x00debug\x00stacks", "lsit", "-h"} {
+		"--\x00list\x00-x", "kill\x00web\x00HUP", "wait\x00-t\x005s\x00web", "stop\x00--no-wait\x00web", "--hosts=f\x00debug\x00stacks", "lsit", "-h"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -337,8 +347,11 @@ func FuzzParse(f *testing.F) {
 		if err != nil || o.help || o.version {
 			return
 		}
-		if err := netctl.CheckRequest(o.cmd, o.args); err != nil {
+		if err := checkCommand(o.cmd, o.args); err != nil {
 			t.Fatalf("%q: took command %q %q, which metad refuses: %v", s, o.cmd, o.args, err)
+		}
+		if o.cmd == waitCommand && o.bcast {
+			t.Fatalf("%q: took wait on a broadcast", s)
 		}
 		if len(o.relays) > 0 && !o.bcast || len(o.hosts) > 0 && o.bcast {
 			t.Fatalf("%q: took targets hosts %q, relays %q, broadcast %v", s, o.hosts, o.relays, o.bcast)

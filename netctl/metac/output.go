@@ -26,6 +26,7 @@ type hostJSON struct {
 	Version  string            `json:"version,omitempty"`
 	Services *[]netctl.Service `json:"services,omitempty"` // list only
 	Stacks   string            `json:"stacks,omitempty"`   // debug stacks only
+	Outcomes []outcomeJSON     `json:"outcomes,omitempty"` // start, stop, restart, wait: each service's outcome
 }
 
 // printer writes metac's results.
