@@ -4,6 +4,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
+
+	"metad/conffmt"
 )
 
 // Dependencies (SPEC §8) link services that each own their state. A
@@ -184,4 +187,47 @@ func (t *depTable) readiness() (enabled, ready, failed int) {
 		}
 	}
 	return enabled, ready, failed
+}
+
+// Readiness counts the enabled services, those of them that are ready or
+// done, and the failed ones, as last published (metad's own readiness,
+// SPEC §8).
+func (s *Supervisor) Readiness() (enabled, ready, failed int) { return s.deps.readiness() }
+
+// StopBound is how long a shutdown may take: the longest chain of
+// dependencies, each service stopped after its dependants, each with its
+// own stop timeout (SIGKILL then ends it at once).
+func (s *Supervisor) StopBound() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	confs := make(map[string]*conffmt.Service, len(s.services))
+	for name, sv := range s.services {
+		confs[name] = &sv.conf
+	}
+	memo := make(map[string]time.Duration, len(confs))
+	var chain func(name string, depth int) time.Duration
+	chain = func(name string, depth int) time.Duration {
+		if d, ok := memo[name]; ok {
+			return d
+		}
+		c := confs[name]
+		if c == nil || depth > len(confs) { // not loaded, or a cycle conffmt let through
+			return 0
+		}
+		own := c.StopTimeout
+		if own <= 0 {
+			own = s.cfg.StopTimeout
+		}
+		var longest time.Duration
+		for _, d := range c.After {
+			longest = max(longest, chain(d, depth+1))
+		}
+		memo[name] = own + longest
+		return own + longest
+	}
+	bound := s.cfg.StopTimeout
+	for name := range confs {
+		bound = max(bound, chain(name, 0))
+	}
+	return bound
 }
