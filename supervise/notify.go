@@ -9,6 +9,6 @@ type notifier struct {
 
 func (n *notifier) addr() string { return "@" + n.name }
 
-func (sv *service) openNotify() error         { return nil }
+func (sv *service) openNotify() error        { return nil }
 func (sv *service) readNotify(now time.Time) {}
-func (sv *service) closeNotify()              {}
+func (sv *service) closeNotify()             {}
