@@ -60,6 +60,16 @@ type ServiceState struct {
 	Outputs    []OutputState   `json:"outputs,omitempty"`
 	Custody    []int           `json:"custody,omitempty"` // sessions of ended instances with leftovers
 	Strays     bool            `json:"strays,omitempty"`  // the processes of the service's cgroup that no instance owns are in custody
+	End        *EndState       `json:"end,omitempty"`     // ended for good (done or failed) by its own rules
+	Said       string          `json:"said,omitempty"`    // ready=notify: the last STATUS= text
+	LastStop   *LastStop       `json:"last_stop,omitempty"`
+}
+
+// EndState is a service's end for good in a State.
+type EndState struct {
+	Failed bool   `json:"failed"`
+	Reason string `json:"reason"`
+	Code   int    `json:"code"`
 }
 
 // UserState is a resolved user= option: the ids the config line's names
@@ -83,6 +93,9 @@ type InstanceState struct {
 	Asked    bool      `json:"asked,omitempty"`
 	KillAt   time.Time `json:"kill_at"`
 	Killed   bool      `json:"killed,omitempty"`
+	Ready    bool      `json:"ready,omitempty"`
+	ReadyBy  time.Time `json:"ready_by,omitzero"`
+	Late     bool      `json:"late,omitempty"`
 }
 
 // OutputState is a watched pipe still open, in a State.
@@ -439,6 +452,10 @@ func (sv *service) snapshot() (ServiceState, error) {
 		last := sv.lastExit
 		st.LastExit = &last
 	}
+	if sv.end.kind != endNone {
+		st.End = &EndState{Failed: sv.end.kind == endFailed, Reason: sv.end.reason, Code: sv.end.code}
+	}
+	st.Said, st.LastStop = sv.said, sv.stop.last
 	if err := st.setConfig(&sv.conf); err != nil {
 		return st, err
 	}
@@ -447,6 +464,7 @@ func (sv *service) snapshot() (ServiceState, error) {
 		is := InstanceState{
 			PID: inst.pid, PGID: inst.pgid, SID: inst.sid, Started: inst.started, Launcher: inst.launcher, Adopted: inst.adopted,
 			Sent: int(inst.sent), Asked: inst.asked, KillAt: inst.killAt, Killed: inst.killed,
+			Ready: inst.ready, ReadyBy: inst.readyBy, Late: inst.late,
 		}
 		if inst.remote.valid() {
 			is.Remote = netipAddrPort(inst.remote)
@@ -545,6 +563,18 @@ func (sv *service) restore(ss ServiceState) error {
 	if ss.LastExit != nil {
 		sv.lastExit = *ss.LastExit
 	}
+	if e := ss.End; e != nil {
+		sv.end = verdict{kind: endDone, reason: e.Reason, code: e.Code}
+		if e.Failed {
+			sv.end.kind = endFailed
+		}
+	}
+	sv.said, sv.stop.last = ss.Said, ss.LastStop
+	if sv.conf.Ready.Kind == conffmt.ReadyNotify {
+		if err := sv.openNotify(); err != nil {
+			sv.log.Error().Err(err).Msg("cannot take notifications")
+		}
+	}
 	sv.custody.sessions = slices.Clone(ss.Custody)
 	sv.custody.strays = ss.Strays && sv.group != nil
 	var errs []error
@@ -556,6 +586,7 @@ func (sv *service) restore(ss ServiceState) error {
 		if is.Remote != "" {
 			inst.remote = parseRemote(is.Remote)
 		}
+		sv.restoreReadiness(inst, is, now)
 		sv.instances[is.PID] = inst
 		if err := sv.sup.cfg.Procs.Adopt(is.PID, sv.onExit); err != nil {
 			// Reaped before the handover could see it: it has ended.
@@ -577,4 +608,27 @@ func (sv *service) restore(ss ServiceState) error {
 		sv.custody.rescan(now)
 	}
 	return errors.Join(errs...)
+}
+
+// restoreReadiness sets a handed-over instance's readiness. An image that
+// knew no readiness handed over started instances, which are ready
+// unless ready= says how to tell; a ready=fd: pipe does not survive the
+// exec, so such an instance still starting is taken as ready.
+func (sv *service) restoreReadiness(inst *instance, is InstanceState, now time.Time) {
+	inst.ready, inst.readyBy, inst.late = is.Ready, is.ReadyBy, is.Late
+	switch k := sv.conf.Ready.Kind; {
+	case inst.ready || inst.asked || inst.launcher:
+	case k == conffmt.ReadyStarted:
+		inst.ready = true
+	case k == conffmt.ReadyFD:
+		inst.ready, inst.readyBy = true, time.Time{}
+		sv.log.Info().Int("pid", inst.pid).Msg("ready=fd: cannot be followed across a re-exec: taken as ready")
+	default:
+		if inst.readyBy.IsZero() {
+			inst.readyBy = now.Add(sv.conf.ReadyTimeout)
+		}
+		if k == conffmt.ReadyTCP || k == conffmt.ReadyExec {
+			inst.probe = sv.tryReady(inst.pid, sv.conf.Ready.Probe)
+		}
+	}
 }
