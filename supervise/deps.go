@@ -133,7 +133,9 @@ func (t *depTable) view(sv *service) depView {
 	for _, d := range sv.conf.After {
 		st, ok := t.pub[d]
 		switch {
-		case !ok || st.gone:
+		case !ok:
+			v.wait = "waiting for " + d
+		case st.gone:
 			v.wait = "waiting for " + d + " (not loaded)"
 		case st.failed:
 			v.wait = "waiting for a failed dependency: " + d

@@ -539,6 +539,7 @@ func (s *Supervisor) Restore(st *State) error {
 		if ss.Quitting {
 			s.leaving = append(s.leaving, sv)
 		} else {
+			s.deps.add(sv)
 			s.services[sv.conf.Name] = sv
 			s.order = append(s.order, sv)
 		}

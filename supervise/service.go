@@ -236,6 +236,7 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 func (sv *service) run() {
 	defer close(sv.done)
 	defer sv.timer.Stop()
+	sv.deps = sv.sup.deps.view(sv)
 	sv.reconcile(time.Now())
 	for !sv.finished() {
 		sv.arm(time.Now())
@@ -323,7 +324,7 @@ func (sv *service) set(s state, reason string) bool {
 func (sv *service) settle(now time.Time) {
 	defer sv.publish()
 	p := sv.plan()
-	at, why := next(p, now)
+	_, why := next(p, now)
 	sv.stopEnded(now)
 	asked, starting := sv.counts()
 	switch {
@@ -343,7 +344,7 @@ func (sv *service) settle(now time.Time) {
 		}
 	case p.live == 0 && sv.deps.wait != "" && sv.active():
 		sv.set(stateWaiting, sv.deps.wait)
-	case why != noStart && at.After(now):
+	case why != noStart && p.hold.After(now) && p.live == 0:
 		sv.set(stateBackoff, "waiting out the backoff before the next start ("+why.String()+")")
 	case starting > 0:
 		sv.set(stateStarting, sv.startingReason())
@@ -782,7 +783,7 @@ func (sv *service) policy(end ending) {
 	case sv.conf.Class == conffmt.Daemon && sv.conf.Restart != conffmt.RestartAlways && !failed:
 		sv.end = verdict{endDone, "ended (" + status + ")", code}
 	case sv.conf.Retries > 0 && sv.backoff.crashes >= sv.conf.Retries:
-		sv.end = verdict{endFailed, plural(sv.backoff.crashes, "crash") + " in a row (retries=" + strconv.Itoa(sv.conf.Retries) + "), the last " + status, code}
+		sv.end = verdict{endFailed, strconv.Itoa(sv.backoff.crashes) + " crashes in a row (retries=" + strconv.Itoa(sv.conf.Retries) + "), the last " + status, code}
 	default:
 		return
 	}
