@@ -74,8 +74,8 @@ type model struct {
 	// The dependant r: after=d needs=d, ready=tcp: by a fake probe that
 	// succeeds while healthy is set, retries=4.
 	healthy  atomic.Bool
-	manual   atomic.Bool // a control request is under way: r may start whatever d's state
-	stopping atomic.Bool // shutdown is under way
+	manual   atomic.Bool  // a control request is under way: r may start whatever d's state
+	stopping atomic.Bool  // shutdown is under way
 	broken   atomic.Value // string: an invariant broken inside a fake, found by check
 	failedR  int          // r's tries when it was last seen failed; -1 when it was not
 }
