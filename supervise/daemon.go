@@ -165,6 +165,7 @@ func (d *daemonClass) adopt(p *pending, now time.Time) error {
 	switch k := sv.conf.Ready.Kind; {
 	case k == conffmt.ReadyStarted:
 		inst.ready = true
+		sv.startHealth(inst, now)
 	case p.probe != nil:
 		inst.probe, inst.via = p.probe, p.launcher
 		p.probe = nil

@@ -592,7 +592,12 @@ func (sv *service) restore(ss ServiceState) error {
 		if err := sv.sup.cfg.Procs.Adopt(is.PID, sv.onExit); err != nil {
 			// Reaped before the handover could see it: it has ended.
 			delete(sv.instances, is.PID)
+			inst.probe.cancel()
 			errs = append(errs, err)
+			continue
+		}
+		if inst.ready && !inst.asked {
+			sv.startHealth(inst, now)
 		}
 	}
 	if err := sv.cls.restore(&ss, now); err != nil {

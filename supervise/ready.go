@@ -124,7 +124,12 @@ func (sv *service) readiness(files []int) ([]int, func(inst *instance, now time.
 	}
 	switch r.Kind {
 	case conffmt.ReadyStarted:
-		return files, func(inst *instance, now time.Time) { inst.ready = !inst.launcher }, func() {}, nil
+		return files, func(inst *instance, now time.Time) {
+			if !inst.launcher {
+				inst.ready = true
+				sv.startHealth(inst, now)
+			}
+		}, func() {}, nil
 	case conffmt.ReadyNotify:
 		if err := sv.openNotify(); err != nil {
 			return nil, nil, nil, err

@@ -132,6 +132,7 @@ type instance struct {
 	via      int       // an adopted daemon: the pid of the launcher whose readiness helper it took over
 
 	unhealthy string // why it was stopped as unhealthy or hung: its end is a crash; "" if it was not
+	health    health
 }
 
 // ending is how an instance ended.
@@ -177,6 +178,8 @@ type service struct {
 	readers   []*reader // watch_output pipes still being read
 	helpers   []*helper // readiness and health goroutines still running
 	probeErr  string    // why the last readiness try failed, "" if none since the last ready
+	unhealthy int       // instances stopped as unhealthy, hung or watchdog-expired
+	healthErr string    // the last failed check, hang or watchdog expiry
 	timer     *time.Timer
 
 	inheritedFD int // a socket handed to metad at start for this service, until used; -1 if none
