@@ -71,8 +71,8 @@ type model struct {
 	ceiling  map[string]int // most slots a stream may use: max, or more after a shrinking reload
 	cgroups  bool           // each service has a cgroup; instances leave setsid'd strays too
 
-	// The dependant r: after=d needs=d, ready=tcp: by a fake probe that
-	// succeeds while healthy is set, retries=4.
+	// The dependant r: after=d needs=d, ready=tcp: and check=tcp: by a
+	// fake probe that succeeds while healthy is set, retries=4.
 	healthy  atomic.Bool
 	manual   atomic.Bool  // a control request is under way: r may start whatever d's state
 	stopping atomic.Bool  // shutdown is under way
@@ -103,6 +103,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	r.After, r.Needs, r.Retries = []string{"d"}, []string{"d"}, 4
 	r.Ready = conffmt.Ready{Kind: conffmt.ReadyTCP, Probe: conffmt.Probe{Kind: conffmt.ProbeTCP, Text: "tcp:80"}}
 	r.ReadyTimeout = 30 * time.Second
+	r.Check, r.CheckEvery, r.CheckTimeout, r.CheckFails = r.Ready.Probe, 10*time.Second, 5*time.Second, 3
 	m.confs = []conffmt.Service{d, p, st, r}
 	m.failedR = -1
 	m.broken.Store("")
@@ -449,7 +450,7 @@ func (m *model) inspect(name string) inspection {
 		}
 		in.used = in.instances + in.held
 		for _, inst := range sv.instances {
-			in.killing = in.killing || inst.asked || !inst.ready
+			in.killing = in.killing || inst.asked || !inst.ready || sv.conf.Check.Kind != conffmt.ProbeNone
 		}
 		if at, why := next(in.plan, now); why != noStart {
 			in.next = at

@@ -36,7 +36,7 @@ const (
 	evNotify                  // the notify socket has datagrams waiting
 	evDeps                    // a dependency or dependant published a change
 	evHealth                  // a health check of instance pid ended: err is nil when healthy
-	evOutput                  // instance pid wrote a line (quiet=)
+	evHelper                  // a helper goroutine has ended
 )
 
 // event is a report to the service goroutine.
@@ -59,6 +59,9 @@ func (sv *service) goHelper(f func(stop <-chan struct{})) *helper {
 	h := &helper{stop: make(chan struct{}), done: make(chan struct{})}
 	sv.helpers = append(sv.helpers, h)
 	go func() {
+		// Its end wakes the service, which may be waiting for nothing
+		// else before it ends.
+		defer sv.events.put(event{kind: evHelper})
 		defer close(h.done)
 		f(h.stop)
 	}()
@@ -245,8 +248,9 @@ func (sv *service) handle(ev event, now time.Time) {
 		sv.readNotify(now)
 	case evDeps:
 		sv.refreshDeps(now)
-	case evHealth, evOutput:
+	case evHealth:
 		sv.healthEvent(ev, now)
+	case evHelper:
 	default:
 		sv.log.Error().Int("kind", int(ev.kind)).Msg("unknown event")
 	}
