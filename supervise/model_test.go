@@ -177,18 +177,16 @@ func (m *model) signal(pid int, sig syscall.Signal) error {
 	m.f.signals = append(m.f.signals, sent{pid, sig})
 	_, alive := m.f.running[abs(pid)]
 	stubborn := m.stubborn[abs(pid)]
-	m.f.mu.Unlock()
-	if !alive {
-		return syscall.ESRCH
-	}
-	if m.stopping.Load() && sig == syscall.SIGTERM && m.f.owner[abs(pid)] == "d" {
-		m.f.mu.Lock()
+	if alive && m.stopping.Load() && sig == syscall.SIGTERM && m.f.owner[abs(pid)] == "d" {
 		for p := range m.f.running {
 			if m.f.owner[p] == "r" {
 				m.broken.Store(fmt.Sprintf("shutdown: d's pid %d asked to stop while r's pid %d runs", abs(pid), p))
 			}
 		}
-		m.f.mu.Unlock()
+	}
+	m.f.mu.Unlock()
+	if !alive {
+		return syscall.ESRCH
 	}
 	if sig == 0 || (stubborn && sig != syscall.SIGKILL) {
 		return nil
@@ -686,9 +684,11 @@ func (m *model) shutdown() {
 	m.manual.Store(false)
 	synctest.Wait()
 	st, _ := m.s.List("r")
+	m.f.mu.Lock()
 	for _, in := range st[0].Instances {
 		m.stubborn[in.PID] = true // r takes its whole stop timeout: d must wait for it
 	}
+	m.f.mu.Unlock()
 	bound := m.s.StopBound()
 	if want := modelStop + 3*time.Second; bound != want { // r (10s) stops before d (3s)
 		m.fail("stop bound: got %v, want %v", bound, want)
