@@ -16,6 +16,7 @@ import (
 
 	"metad/conffmt"
 	"metad/init"
+	"metad/supervise/notify"
 )
 
 // StateVersion is the version of the handover state this metad writes.
@@ -61,8 +62,16 @@ type ServiceState struct {
 	Custody    []int           `json:"custody,omitempty"` // sessions of ended instances with leftovers
 	Strays     bool            `json:"strays,omitempty"`  // the processes of the service's cgroup that no instance owns are in custody
 	End        *EndState       `json:"end,omitempty"`     // ended for good (done or failed) by its own rules
+	Notify     *NotifyState    `json:"notify,omitempty"`  // ready=notify: its socket
 	Said       string          `json:"said,omitempty"`    // ready=notify: the last STATUS= text
 	LastStop   *LastStop       `json:"last_stop,omitempty"`
+}
+
+// NotifyState is a service's NOTIFY_SOCKET in a State: the descriptor
+// and the address its programs were given.
+type NotifyState struct {
+	FD   int    `json:"fd"`
+	Addr string `json:"addr"`
 }
 
 // EndState is a service's end for good in a State.
@@ -119,6 +128,9 @@ func (st *State) Descriptors() []NamedFD {
 		name := s.name()
 		if s.Socket >= 0 {
 			fds = append(fds, NamedFD{Name: name + "/socket", FD: s.Socket})
+		}
+		if s.Notify != nil {
+			fds = append(fds, NamedFD{Name: name + "/notify", FD: s.Notify.FD})
 		}
 		for _, o := range s.Outputs {
 			fds = append(fds, NamedFD{Name: name + "/" + strconv.Itoa(o.PID) + "/" + o.Stream, FD: o.FD})
@@ -456,6 +468,13 @@ func (sv *service) snapshot() (ServiceState, error) {
 		st.End = &EndState{Failed: sv.end.kind == endFailed, Reason: sv.end.reason, Code: sv.end.code}
 	}
 	st.Said, st.LastStop = sv.said, sv.stop.last
+	if sv.notify != nil {
+		if fd, err := sv.notify.sock.Dup(); err != nil {
+			sv.log.Error().Err(err).Msg("cannot hand over the notify socket")
+		} else {
+			st.Notify = &NotifyState{FD: fd, Addr: sv.notify.addr()}
+		}
+	}
 	if err := st.setConfig(&sv.conf); err != nil {
 		return st, err
 	}
@@ -552,6 +571,7 @@ func (s *Supervisor) Restore(st *State) error {
 // restore sets the service's state from ss, before its goroutine starts.
 func (sv *service) restore(ss ServiceState) error {
 	now := time.Now()
+	var errs []error
 	sv.enabled, sv.quitting = ss.Enabled, ss.Quitting
 	sv.backoff = backoff{crashes: ss.Crashes, until: ss.HoldUntil}
 	sv.restarts = ss.Restarts
@@ -571,14 +591,20 @@ func (sv *service) restore(ss ServiceState) error {
 		}
 	}
 	sv.said, sv.stop.last = ss.Said, ss.LastStop
-	if sv.conf.Ready.Kind == conffmt.ReadyNotify {
+	if n := ss.Notify; n != nil {
+		if s, err := notify.FromFD(n.FD, n.Addr); err != nil {
+			errs = append(errs, err)
+		} else {
+			sv.useNotify(s)
+		}
+	}
+	if sv.conf.Ready.Kind == conffmt.ReadyNotify && sv.notify == nil {
 		if err := sv.openNotify(); err != nil {
-			sv.log.Error().Err(err).Msg("cannot take notifications")
+			errs = append(errs, err)
 		}
 	}
 	sv.custody.sessions = slices.Clone(ss.Custody)
 	sv.custody.strays = ss.Strays && sv.group != nil
-	var errs []error
 	for _, is := range ss.Instances {
 		inst := &instance{
 			pid: is.PID, pgid: is.PGID, sid: is.SID, started: is.Started, launcher: is.Launcher, adopted: is.Adopted,

@@ -278,7 +278,14 @@ func (sv *service) run() {
 // finished reports whether the service has quit and nothing of it runs,
 // or has been handed over.
 func (sv *service) finished() bool {
-	return sv.abandoned || sv.quitting && sv.holding == "" && len(sv.instances) == 0 && sv.custody.empty() && sv.cls.idle() && sv.helpersIdle()
+	if sv.abandoned {
+		return true
+	}
+	if !sv.quitting || sv.holding != "" || len(sv.instances) > 0 || !sv.custody.empty() {
+		return false
+	}
+	sv.closeNotify() // nothing is left to notify it
+	return sv.cls.idle() && sv.helpersIdle()
 }
 
 // onExit is handed to the reaper; it must not block.

@@ -66,9 +66,6 @@ type Config struct {
 	// Probe runs a readiness or health probe; nil means the real ones
 	// (package probe). Tests replace it.
 	Probe func(ctx context.Context, p conffmt.Probe, env []string, dir string) error
-	// NotifyPrefix names the services' notify sockets, which must be
-	// unique to this metad: "@PREFIX/NAME". "" means metad-PID.
-	NotifyPrefix string
 }
 
 // End is a service's end for good (SPEC §8).

@@ -73,8 +73,7 @@ func Main(o Options, log zerolog.Logger, control func(*Daemon, ControlFDs) (Cont
 	ends, changed := make(chan supervise.End, 1), make(chan struct{}, 1)
 	sup, err := supervise.New(supervise.Config{
 		Log: log, Procs: reaper, StopTimeout: o.StopTimeout, Inherited: inherited, Cgroups: cgroups,
-		Env:          ChildEnv(os.Environ()),
-		NotifyPrefix: supervise.CgroupsName(o.Socket),
+		Env: ChildEnv(os.Environ()),
 		Ended: func(e supervise.End) {
 			if e.Action != conffmt.ActionShutdown {
 				return
