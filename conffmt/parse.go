@@ -183,6 +183,7 @@ func (p *parser) service(ws []word) (Service, bool) {
 	classWord := ws[1]
 	s.Class = p.class(classWord)
 	given, rest := p.options(&s, ws[2:])
+	s.After = mergeNames(s.After, s.Needs)
 	if sockets.has(s.Class) && given[optPort] == nil {
 		p.errorf(classWord.pos, "class %s needs port=PORT", s.Class)
 	}
@@ -313,6 +314,17 @@ func (p *parser) agree(s *Service, given [numOptions]*word) {
 	}
 	if s.Pidfile != "" && s.Max != 1 && given[optPidfile] != nil {
 		p.errorf(given[optPidfile].pos, "pidfile needs max=1, not %d: one pid file tracks one instance", s.Max)
+	}
+	for _, id := range []optionID{optCheckEvery, optCheckTimeout, optCheckFails} {
+		if w := given[id]; w != nil && s.Check.Kind == ProbeNone {
+			p.errorf(w.pos, "%s needs check=: without it there is no check to run", options[id].key)
+		}
+	}
+	if w := given[optWatchdog]; w != nil && s.Ready.Kind != ReadyNotify {
+		p.errorf(w.pos, "watchdog needs ready=notify, not ready=%s: the program sends WATCHDOG=1 to its notify socket", s.Ready)
+	}
+	if w := given[optQuiet]; w != nil && !s.Watch {
+		p.errorf(w.pos, "quiet needs watch_output: without it metad does not read the program's output")
 	}
 }
 
