@@ -318,7 +318,7 @@ func (m *model) step() {
 	case n < 93:
 		m.checkSchedule()
 	case n < 96:
-		// m.reexec()
+		m.reexec()
 	case n < 98:
 		m.healthy.Store(!m.healthy.Load())
 		m.op("r's probe now succeeds: %v", m.healthy.Load())

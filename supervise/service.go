@@ -267,6 +267,9 @@ func (sv *service) run() {
 			sv.settle(time.Now())
 		}
 	}
+	if sv.abandoned {
+		sv.stopHelpers() // the next image runs its own
+	}
 	sv.closeNotify()
 	if !sv.abandoned {
 		sv.set(stateDone, "nothing left")
