@@ -50,7 +50,7 @@ func (sv *service) stopHealth(inst *instance) {
 // timeout, reporting each result, until stopped.
 func (sv *service) runChecks(pid int, p conffmt.Probe, every, timeout time.Duration) *helper {
 	run := sv.sup.probe
-	env, dir := sv.spec.env, sv.spec.dir
+	proc := sv.spec.probeProc()
 	return sv.goHelper(func(stop <-chan struct{}) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -70,7 +70,7 @@ func (sv *service) runChecks(pid int, p conffmt.Probe, every, timeout time.Durat
 			case <-t.C:
 			}
 			tctx, tcancel := context.WithTimeout(ctx, timeout)
-			err := run(tctx, p, env, dir)
+			err := run(tctx, p, proc)
 			if err != nil && tctx.Err() == context.DeadlineExceeded {
 				err = fmt.Errorf("%s: no answer in %v", p.Text, timeout)
 			}

@@ -146,7 +146,7 @@ func (m *model) newSupervisor() *Supervisor {
 }
 
 // probe is the fake readiness probe of r.
-func (m *model) probe(ctx context.Context, p conffmt.Probe, env []string, dir string) error {
+func (m *model) probe(ctx context.Context, p conffmt.Probe, proc initsys.Proc) error {
 	if m.healthy.Load() {
 		return nil
 	}

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"metad/conffmt"
+	"metad/init"
+	"metad/supervise/probe"
 )
 
 // Readiness (SPEC §8): an instance is started, then ready. With
@@ -198,7 +200,7 @@ func (sv *service) readLine(pid, fd, n int) *helper {
 // until it succeeds or the helper is stopped.
 func (sv *service) tryReady(pid int, p conffmt.Probe) *helper {
 	run := sv.sup.probe
-	env, dir := sv.spec.env, sv.spec.dir
+	proc := sv.spec.probeProc()
 	return sv.goHelper(func(stop <-chan struct{}) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -218,7 +220,7 @@ func (sv *service) tryReady(pid int, p conffmt.Probe) *helper {
 			case <-t.C:
 			}
 			tctx, tcancel := context.WithTimeout(ctx, max(readyRetry, time.Second))
-			err := run(tctx, p, env, dir)
+			err := run(tctx, p, proc)
 			tcancel()
 			if err == nil {
 				sv.events.put(event{kind: evReady, pid: pid})
@@ -340,14 +342,21 @@ func readyText(r conffmt.Ready) string {
 	}
 }
 
-// probeFunc returns the probe runner of cfg, or the real one.
-func probeFunc(cfg Config) func(ctx context.Context, p conffmt.Probe, env []string, dir string) error {
+// probeFunc returns the probe runner of cfg, or the real one: exec
+// probes are started through cfg.Procs, the one reaper.
+func probeFunc(cfg Config) func(ctx context.Context, p conffmt.Probe, proc initsys.Proc) error {
 	if cfg.Probe != nil {
 		return cfg.Probe
 	}
-	return func(ctx context.Context, p conffmt.Probe, env []string, dir string) error {
-		return errors.New("cannot run probe " + p.Text + ": not built")
+	return func(ctx context.Context, p conffmt.Probe, proc initsys.Proc) error {
+		return probe.Run(ctx, p, probe.Exec{Spawner: cfg.Procs, Proc: proc})
 	}
+}
+
+// probeProc is what an exec: probe of the service runs as: its
+// environment, directory and user.
+func (sp *spec) probeProc() initsys.Proc {
+	return initsys.Proc{Env: sp.env, Dir: sp.dir, Cred: sp.cred}
 }
 
 // byPID returns the instance a helper of pid reports on: the instance of

@@ -65,7 +65,7 @@ type Config struct {
 	Changed func()
 	// Probe runs a readiness or health probe; nil means the real ones
 	// (package probe). Tests replace it.
-	Probe func(ctx context.Context, p conffmt.Probe, env []string, dir string) error
+	Probe func(ctx context.Context, p conffmt.Probe, proc initsys.Proc) error
 }
 
 // End is a service's end for good (SPEC §8).
@@ -183,7 +183,7 @@ type Supervisor struct {
 	groups groups // makes the services' cgroups; nil: none
 
 	deps  *depTable
-	probe func(ctx context.Context, p conffmt.Probe, env []string, dir string) error
+	probe func(ctx context.Context, p conffmt.Probe, proc initsys.Proc) error
 }
 
 // New returns a Supervisor with no services. It opens /dev/null for the

@@ -49,13 +49,15 @@ type Message struct {
 	Stopping  bool // STOPPING=1: shutting down
 	Reloading bool // RELOADING=1: reloading its configuration
 
-	// Status is STATUS=, a line of text to show. "" clears the status:
+	// Status is STATUS=, the text to show. "" clears the status:
 	// sent empty, or not valid UTF-8 (which systemd does not keep).
 	Status    string
 	HasStatus bool
 
 	// MainPID is MAINPID=N: the program's main process is now N. 0: not
-	// given, or not a valid process ID (1 to 2^31-1).
+	// given, or not a valid process ID (1 to 2^31-1). Whether N is a
+	// process of the service is the caller's to check: systemd takes
+	// one from outside it only from a sender running as root.
 	MainPID int
 
 	Watchdog Watchdog // WATCHDOG=

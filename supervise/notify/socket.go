@@ -42,6 +42,7 @@ var (
 
 // Socket is a service's receiving socket: an AF_UNIX datagram socket,
 // close-on-exec and non-blocking, that receives its senders' credentials.
+// Listen, ListenPath and FromFD make one; the zero value is not usable.
 //
 // Its owner reads datagrams with Recv, which never blocks, until it
 // returns ErrNoDatagram; a helper goroutine blocks in Wait until the
