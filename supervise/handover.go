@@ -262,16 +262,13 @@ func (ss *ServiceState) service() (conffmt.Service, error) {
 			name, group, _ := strings.Cut(spec, ":")
 			return &conffmt.Credential{User: name, Group: group, UID: ss.User.UID, GID: ss.User.GID, Groups: ss.User.Groups}, nil
 		},
-		LookupPort: func(name string) (int, error) { return 0, fmt.Errorf("unknown port %q", name) },
+		// port= is printed as a number; a probe's port as written,
+		// which may be a name of /etc/services: nil looks it up.
+		LookupPort: nil,
 	}
-	svcs, err := conffmt.Parse("handed-over state", []byte(ss.Config+"\n"), r)
-	if err != nil {
-		return conffmt.Service{}, err
-	}
-	if len(svcs) != 1 {
-		return conffmt.Service{}, fmt.Errorf("cannot read config %q: not one service", ss.Config)
-	}
-	return svcs[0], nil
+	// One line alone: the services it depends on are checked with the
+	// whole config, not here.
+	return conffmt.ParseLine("handed-over state", []byte(ss.Config+"\n"), r)
 }
 
 // handover is a Handover under way.
