@@ -800,7 +800,11 @@ func (sv *service) policy(end ending) {
 	default:
 		return
 	}
-	sv.log.Warn().Str("reason", sv.end.reason).Msg("ended for good")
+	ev := sv.log.Info()
+	if sv.end.kind == endFailed {
+		ev = sv.log.Warn()
+	}
+	ev.Str("reason", sv.end.reason).Msg("ended for good")
 }
 
 // again clears an end for good: a manual start, enable or reload tries
