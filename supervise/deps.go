@@ -53,6 +53,8 @@ func (t *depTable) add(sv *service) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.services[sv.conf.Name] = sv
+	// What it is before its goroutine publishes: not ready yet.
+	t.pub[sv.conf.Name] = depState{state: sv.state, enabled: sv.enabled}
 	for _, d := range sv.conf.After {
 		t.dependants[d] = append(t.dependants[d], sv)
 	}
