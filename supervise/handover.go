@@ -65,6 +65,9 @@ type ServiceState struct {
 	Notify     *NotifyState    `json:"notify,omitempty"`  // ready=notify: its socket
 	Said       string          `json:"said,omitempty"`    // ready=notify: the last STATUS= text
 	LastStop   *LastStop       `json:"last_stop,omitempty"`
+	Refused    *Refused        `json:"refused,omitempty"` // stream: connections admission closed
+	Unhealthy  int             `json:"unhealthy,omitempty"`
+	HealthErr  string          `json:"health_error,omitempty"`
 }
 
 // NotifyState is a service's NOTIFY_SOCKET in a State: the descriptor
@@ -465,6 +468,7 @@ func (sv *service) snapshot() (ServiceState, error) {
 		st.End = &EndState{Failed: sv.end.kind == endFailed, Reason: sv.end.reason, Code: sv.end.code}
 	}
 	st.Said, st.LastStop = sv.said, sv.stop.last
+	st.Unhealthy, st.HealthErr = sv.unhealthy, sv.healthErr
 	if sv.notify != nil {
 		if fd, err := sv.notify.sock.Dup(); err != nil {
 			sv.log.Error().Err(err).Msg("cannot hand over the notify socket")
@@ -588,6 +592,7 @@ func (sv *service) restore(ss ServiceState) error {
 		}
 	}
 	sv.said, sv.stop.last = ss.Said, ss.LastStop
+	sv.unhealthy, sv.healthErr = ss.Unhealthy, ss.HealthErr
 	if n := ss.Notify; n != nil {
 		if s, err := notify.FromFD(n.FD, n.Addr); err != nil {
 			errs = append(errs, err)

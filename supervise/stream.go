@@ -617,6 +617,10 @@ func (s *streamClass) thaw() {
 // buckets are not handed over: the next image starts every address with
 // a full bucket (see admission).
 func (s *streamClass) snapshot(ss *ServiceState) {
+	if s.adm.refused != (Refused{}) {
+		r := s.adm.refused
+		ss.Refused = &r
+	}
 	if s.sock != nil {
 		fd, err := s.sock.dup()
 		if err != nil {
@@ -636,6 +640,9 @@ func (s *streamClass) snapshot(ss *ServiceState) {
 }
 
 func (s *streamClass) restore(ss *ServiceState, now time.Time) error {
+	if ss.Refused != nil {
+		s.adm.refused = *ss.Refused // the buckets are not handed over: they start full
+	}
 	for i, t := range ss.Held {
 		h := hold{until: t, service: true}
 		if i < len(ss.HeldFrom) {
