@@ -663,7 +663,11 @@ func (m *model) sameAfter(before []Status) {
 	after, _ := m.s.List()
 	for i := range before {
 		b, a := before[i], after[i]
-		if b.Name != a.Name || b.Enabled != a.Enabled || b.Crashes != a.Crashes || b.Restarts != a.Restarts || b.Held != a.Held {
+		// A starting instance is tried again at once by the new image,
+		// and may be ready there.
+		same := b.State == a.State && b.Ready == a.Ready || b.State == "starting"
+		if b.Name != a.Name || b.Enabled != a.Enabled || b.Crashes != a.Crashes || b.Restarts != a.Restarts || b.Held != a.Held ||
+			!same || b.Unhealthy != a.Unhealthy || b.Refused != a.Refused {
 			m.fail("re-exec changed %s: got %+v, want %+v", b.Name, a, b)
 		}
 	}

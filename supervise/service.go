@@ -607,8 +607,12 @@ func (sv *service) tick(now time.Time) {
 // class's own.
 func (sv *service) arm(now time.Time) {
 	var t time.Time
-	if at, why := next(sv.plan(), now); why != noStart {
+	p := sv.plan()
+	if at, why := next(p, now); why != noStart {
 		t = at
+	}
+	if p.hold.After(now) {
+		t = earliest(t, p.hold) // the end of a backoff changes the state
 	}
 	for _, inst := range sv.instances {
 		if !inst.killed {
