@@ -61,6 +61,24 @@ const (
 	optUmask
 	optNice
 	optLimit
+	optReady
+	optReadyTimeout
+	optAfter
+	optNeeds
+	optRestart
+	optRetries
+	optOnFailure
+	optOnSuccess
+	optStopTimeout
+	optCheck
+	optCheckEvery
+	optCheckTimeout
+	optCheckFails
+	optWatchdog
+	optQuiet
+	optPerSource
+	optRate
+	optOnlyFrom
 	numOptions
 )
 
@@ -152,16 +170,8 @@ var options = [numOptions]option{
 			return []string{s.Addr.String()}
 		},
 	},
-	optBacklog: {
-		key: "backlog", classes: sockets,
-		set: func(_ *Resolver, s *Service, val string) (err error) {
-			s.Backlog, err = parseCount("backlog", val, 1, maxCount)
-			return err
-		},
-		def:   func(s *Service) { s.Backlog = defaultBacklog },
-		print: func(s *Service) []string { return []string{strconv.Itoa(s.Backlog)} },
-	},
-	optDir: pathOption("dir", every, defaultDir, func(s *Service) *string { return &s.Dir }),
+	optBacklog: countOption("backlog", sockets, 1, defaultBacklog, func(s *Service) *int { return &s.Backlog }),
+	optDir:     pathOption("dir", every, defaultDir, func(s *Service) *string { return &s.Dir }),
 	optUser: {
 		key: "user", classes: every,
 		set: func(r *Resolver, s *Service, val string) (err error) {
@@ -260,6 +270,74 @@ var options = [numOptions]option{
 		set:   func(_ *Resolver, s *Service, val string) error { return addLimit(s, val) },
 		print: func(s *Service) []string { return formatLimits(s.Limits) },
 	},
+	optReady: {
+		key: "ready", classes: every,
+		set: func(r *Resolver, s *Service, val string) (err error) {
+			s.Ready, err = parseReady(r, s.Class, val)
+			return err
+		},
+		print: func(s *Service) []string { return []string{s.Ready.String()} },
+	},
+	optReadyTimeout: durationOption("ready_timeout", every, defaultReadyTimeout, true, func(s *Service) *time.Duration { return &s.ReadyTimeout }),
+	optAfter: {
+		key: "after", classes: every,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			s.After, err = parseNames("after", val)
+			return err
+		},
+		print: func(s *Service) []string { return formatNames(writtenAfter(s)) },
+	},
+	optNeeds: {
+		key: "needs", classes: every,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			s.Needs, err = parseNames("needs", val)
+			return err
+		},
+		print: func(s *Service) []string { return formatNames(s.Needs) },
+	},
+	optRestart: {
+		key: "restart", classes: daemons,
+		set:   func(_ *Resolver, s *Service, val string) (err error) { s.Restart, err = parseRestart(val); return err },
+		print: func(s *Service) []string { return []string{s.Restart.String()} },
+	},
+	optRetries:     countOption("retries", every, 0, 0, func(s *Service) *int { return &s.Retries }),
+	optOnFailure:   actionOption("on_failure", func(s *Service) *Action { return &s.OnFailure }),
+	optOnSuccess:   actionOption("on_success", func(s *Service) *Action { return &s.OnSuccess }),
+	optStopTimeout: durationOption("stop_timeout", every, 0, true, func(s *Service) *time.Duration { return &s.StopTimeout }),
+	optCheck: {
+		key: "check", classes: every,
+		set: func(r *Resolver, s *Service, val string) (err error) { s.Check, err = parseCheck(r, val); return err },
+		print: func(s *Service) []string {
+			if s.Check.Kind == ProbeNone {
+				return nil
+			}
+			return []string{s.Check.Text}
+		},
+	},
+	optCheckEvery:   checkOption(durationOption("check_every", every, defaultCheckEvery, true, func(s *Service) *time.Duration { return &s.CheckEvery })),
+	optCheckTimeout: checkOption(durationOption("check_timeout", every, defaultCheckTimeout, true, func(s *Service) *time.Duration { return &s.CheckTimeout })),
+	optCheckFails:   checkOption(countOption("check_fails", every, 1, defaultCheckFails, func(s *Service) *int { return &s.CheckFails })),
+	optWatchdog:     durationOption("watchdog", every, 0, true, func(s *Service) *time.Duration { return &s.Watchdog }),
+	optQuiet:        durationOption("quiet", every, 0, true, func(s *Service) *time.Duration { return &s.Quiet }),
+	optPerSource:    countOption("per_source", streams, 1, 0, func(s *Service) *int { return &s.PerSource }),
+	optRate: {
+		key: "rate", classes: streams,
+		set: func(_ *Resolver, s *Service, val string) (err error) { s.Rate, err = parseRate(val); return err },
+		print: func(s *Service) []string {
+			if s.Rate.N == 0 {
+				return nil
+			}
+			return []string{s.Rate.String()}
+		},
+	},
+	optOnlyFrom: {
+		key: "only_from", classes: streams,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			s.OnlyFrom, err = parseOnlyFrom(val)
+			return err
+		},
+		print: func(s *Service) []string { return formatPrefixes(s.OnlyFrom) },
+	},
 }
 
 // checkEnvFile reads f as a start would, for Check: a file that does not
@@ -281,7 +359,8 @@ func checkEnvFile(f EnvFile) []error {
 }
 
 // durationOption returns the option key=DUR, stored in the field that
-// field points to. positive says whether 0 is refused.
+// field points to; def 0 means no default. positive says whether 0 is
+// refused: such an option is not printed when it is 0, which means unset.
 func durationOption(key string, classes classSet, def time.Duration, positive bool, field func(*Service) *time.Duration) option {
 	o := option{
 		key: key, classes: classes,
@@ -289,12 +368,71 @@ func durationOption(key string, classes classSet, def time.Duration, positive bo
 			*field(s), err = parseDuration(key, val, positive)
 			return err
 		},
-		print: func(s *Service) []string { return []string{formatDuration(*field(s))} },
+		print: func(s *Service) []string {
+			if positive && *field(s) == 0 {
+				return nil
+			}
+			return []string{formatDuration(*field(s))}
+		},
 	}
 	if def != 0 {
 		o.def = func(s *Service) { *field(s) = def }
 	}
 	return o
+}
+
+// countOption returns the option key=N, a whole number from lo to
+// maxCount, stored in the field that field points to; def 0 means no
+// default. A value below lo means unset, and is not printed.
+func countOption(key string, classes classSet, lo, def int, field func(*Service) *int) option {
+	o := option{
+		key: key, classes: classes,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			*field(s), err = parseCount(key, val, lo, maxCount)
+			return err
+		},
+		print: func(s *Service) []string {
+			if *field(s) < lo {
+				return nil
+			}
+			return []string{strconv.Itoa(*field(s))}
+		},
+	}
+	if def != 0 {
+		o.def = func(s *Service) { *field(s) = def }
+	}
+	return o
+}
+
+// checkOption returns o, an option of check= (check_every...), with its
+// default only for services with a check, and printed only for them.
+func checkOption(o option) option {
+	def, print := o.def, o.print
+	o.def = func(s *Service) {
+		if s.Check.Kind != ProbeNone {
+			def(s)
+		}
+	}
+	o.print = func(s *Service) []string {
+		if s.Check.Kind == ProbeNone {
+			return nil
+		}
+		return print(s)
+	}
+	return o
+}
+
+// actionOption returns the option key=none|shutdown of every class,
+// stored in the field that field points to.
+func actionOption(key string, field func(*Service) *Action) option {
+	return option{
+		key: key, classes: every,
+		set: func(_ *Resolver, s *Service, val string) (err error) {
+			*field(s), err = parseAction(key, val)
+			return err
+		},
+		print: func(s *Service) []string { return []string{field(s).String()} },
+	}
 }
 
 // pathOption returns the option key=PATH, an absolute path, stored in the

@@ -84,6 +84,11 @@ func load(filename string, p *parser) ([]Service, ErrorList, error) {
 // errors), and returns its services in file order, checked and with every
 // default filled in. Host lookups go through r; nil means the system's.
 //
+// Besides each line on its own, Parse checks what the lines say of each
+// other: service names are unique, enabled listeners and streams do not
+// share a socket, and the services that after= and needs= name are in
+// the file, are not the service itself and make no dependency cycle.
+//
 // When the text has any problem, Parse returns no services and an
 // ErrorList of every problem found, sorted by line, then column: an error
 // on one line does not stop the checking of the others. Parse never
@@ -93,6 +98,23 @@ func Parse(filename string, src []byte, r *Resolver) ([]Service, error) {
 	return p.parse(src)
 }
 
+// ParseLine parses src, which must hold one service, as Parse does,
+// except that the services its after= and needs= options name are not
+// looked for: they are on other lines. It is for a service kept as its
+// canonical line (see Print), as a re-exec hands services over, whose
+// config was checked as a whole when it was loaded.
+func ParseLine(filename string, src []byte, r *Resolver) (Service, error) {
+	p := &parser{file: filename, res: r, alone: true}
+	svcs, err := p.parse(src)
+	if err != nil {
+		return Service{}, err
+	}
+	if len(svcs) != 1 {
+		return Service{}, fmt.Errorf("cannot parse %s: it holds %d services, not one", filename, len(svcs))
+	}
+	return svcs[0], nil
+}
+
 // parse is Parse for the file and host that p is set up with.
 func (p *parser) parse(src []byte) ([]Service, error) {
 	var svcs []Service
@@ -100,8 +122,11 @@ func (p *parser) parse(src []byte) ([]Service, error) {
 	// conflict is reported even on a line that has other errors.
 	var bound []Service
 	first := make(map[string]int) // line of each name's first service
+	// Every service by its first line, with errors or not: a service
+	// named in after= is not unknown because its line has an error.
+	var nodes []depNode
 	for _, ws := range scanLines(src, p.errorf) {
-		s, ok := p.service(ws)
+		s, deps, ok := p.service(ws)
 		if !validName(s.Name) {
 			continue
 		}
@@ -110,6 +135,7 @@ func (p *parser) parse(src []byte) ([]Service, error) {
 			continue
 		}
 		first[s.Name] = s.Pos.Line
+		nodes = append(nodes, depNode{name: s.Name, edges: deps})
 		if other := portUser(bound, &s); other != nil {
 			p.errorf(s.Pos, "port %d already used by service %q (line %d)", s.Port, other.Name, other.Pos.Line)
 			continue
@@ -119,6 +145,7 @@ func (p *parser) parse(src []byte) ([]Service, error) {
 			svcs = append(svcs, s)
 		}
 	}
+	p.checkDeps(nodes)
 	slices.SortStableFunc(p.warns, byPosition)
 	if len(p.errs) > 0 {
 		slices.SortStableFunc(p.errs, byPosition)
@@ -140,8 +167,12 @@ type parser struct {
 	// hostChecks runs the options' checks of what a start reads (see
 	// option.check): for Check only.
 	hostChecks bool
-	errs       ErrorList
-	warns      ErrorList
+	// alone says that the text is one line of a config whose other lines
+	// are not given: the services named in after= and needs= are not
+	// looked for (see ParseLine).
+	alone bool
+	errs  ErrorList
+	warns ErrorList
 }
 
 func (p *parser) errorf(pos Pos, format string, args ...any) {
@@ -167,9 +198,10 @@ func (p *parser) failedSince(since int, w *word) bool {
 }
 
 // service checks one logical line, NAME CLASS [OPTION...] PROGRAM [ARG...],
-// and returns its service and whether it is free of errors. The service's
-// Name and Pos are set even when it is not.
-func (p *parser) service(ws []word) (Service, bool) {
+// and returns its service, its dependencies as written, and whether it is
+// free of errors. The service's Name and Pos and the dependencies are set
+// even when it is not.
+func (p *parser) service(ws []word) (Service, []edge, bool) {
 	nerrs := len(p.errs)
 	name := ws[0]
 	s := Service{Name: name.text, Pos: name.pos}
@@ -178,11 +210,13 @@ func (p *parser) service(ws []word) (Service, bool) {
 	}
 	if len(ws) == 1 {
 		p.errorf(name.pos, "missing class and program for service %q", name.text)
-		return s, false
+		return s, nil, false
 	}
 	classWord := ws[1]
 	s.Class = p.class(classWord)
 	given, rest := p.options(&s, ws[2:])
+	deps := edges(&s, given[optAfter], given[optNeeds])
+	s.After = mergeNames(s.After, s.Needs)
 	if sockets.has(s.Class) && given[optPort] == nil {
 		p.errorf(classWord.pos, "class %s needs port=PORT", s.Class)
 	}
@@ -209,10 +243,10 @@ func (p *parser) service(ws []word) (Service, bool) {
 		p.needsRoot(s.User, given[optUser])
 	}
 	if len(p.errs) > nerrs {
-		return s, false
+		return s, deps, false
 	}
 	p.agree(&s, given)
-	return s, len(p.errs) == nerrs
+	return s, deps, len(p.errs) == nerrs
 }
 
 // needsRoot warns when metad, running as p.id, cannot run a program as u,
@@ -313,6 +347,17 @@ func (p *parser) agree(s *Service, given [numOptions]*word) {
 	}
 	if s.Pidfile != "" && s.Max != 1 && given[optPidfile] != nil {
 		p.errorf(given[optPidfile].pos, "pidfile needs max=1, not %d: one pid file tracks one instance", s.Max)
+	}
+	for _, id := range []optionID{optCheckEvery, optCheckTimeout, optCheckFails} {
+		if w := given[id]; w != nil && s.Check.Kind == ProbeNone {
+			p.errorf(w.pos, "%s needs check=: without it there is no check to run", options[id].key)
+		}
+	}
+	if w := given[optWatchdog]; w != nil && s.Ready.Kind != ReadyNotify {
+		p.errorf(w.pos, "watchdog needs ready=notify, not ready=%s: the program sends WATCHDOG=1 to its notify socket", s.Ready)
+	}
+	if w := given[optQuiet]; w != nil && !s.Watch {
+		p.errorf(w.pos, "quiet needs watch_output: without it metad does not read the program's output")
 	}
 }
 

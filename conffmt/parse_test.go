@@ -24,6 +24,7 @@ func defaults(name string, c Class, program string, args ...string) Service {
 		Name: name, Class: c,
 		Dir: "/", Enabled: true, Crash: 10 * time.Second, Backoff: 5 * time.Minute,
 		Stop: syscall.SIGTERM, Argv0: program, Program: program, Path: path, Args: args,
+		ReadyTimeout: 90 * time.Second,
 	}
 	switch c {
 	case Daemon:
@@ -53,6 +54,41 @@ func parseOne(t *testing.T, src string) (Service, error) {
 	}
 	svcs[0].Pos = Pos{}
 	return svcs[0], nil
+}
+
+// checkParsed checks that src, one service, parses to want, Pos aside,
+// and prints to text that parses to want again.
+func checkParsed(t *testing.T, src string, want Service) {
+	t.Helper()
+	got, err := parseOne(t, src)
+	if err != nil {
+		t.Fatalf("got error %v, want none", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	checkRoundTrip(t, []Service{got}, fakeResolver())
+}
+
+// checkErrors checks that src, from the file t.conf, fails to parse with
+// the errors want, one per line, each without "t.conf:".
+func checkErrors(t *testing.T, src, want string) {
+	t.Helper()
+	svcs, err := Parse("t.conf", []byte(src), fakeResolver())
+	if err == nil {
+		t.Fatalf("got services %+v, want errors %q", svcs, want)
+	}
+	if svcs != nil {
+		t.Errorf("got services %+v with errors, want none", svcs)
+	}
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("got %T, want ErrorList", err)
+	}
+	want = "t.conf:" + strings.ReplaceAll(want, "\n", "\nt.conf:")
+	if got := err.Error(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
 }
 
 func TestParseValid(t *testing.T) {
@@ -158,15 +194,7 @@ func TestParseValid(t *testing.T) {
 		{"name chars", "A-z_0.9 daemon sh", with(daemon, func(s *Service) { s.Name = "A-z_0.9" })},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseOne(t, tt.src)
-			if err != nil {
-				t.Fatalf("got error %v, want none", err)
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got %+v, want %+v", got, tt.want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkParsed(t, tt.src, tt.want) })
 	}
 }
 
@@ -294,23 +322,7 @@ func TestParseErrors(t *testing.T) {
 			"1:17: program \"nope\" not found in PATH"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			svcs, err := Parse("t.conf", []byte(tt.src), fakeResolver())
-			if err == nil {
-				t.Fatalf("got services %+v, want errors %q", svcs, tt.want)
-			}
-			if svcs != nil {
-				t.Errorf("got services %+v with errors, want none", svcs)
-			}
-			var list ErrorList
-			if !errors.As(err, &list) {
-				t.Fatalf("got %T, want ErrorList", err)
-			}
-			want := "t.conf:" + strings.ReplaceAll(tt.want, "\n", "\nt.conf:")
-			if got := err.Error(); got != want {
-				t.Errorf("got\n%s\nwant\n%s", got, want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkErrors(t, tt.src, tt.want) })
 	}
 }
 

@@ -12,8 +12,12 @@ import (
 // NAME CLASS, then every option of the class as key=value with its value
 // or default, in a fixed order (the order of the options table, which the
 // docs list), then PROGRAM as written and its ARGs. Options with nothing
-// to say are left out: user, pidfile and addr when unset, env when empty.
-// Words are quoted like a shell would need them.
+// to say are left out: user, pidfile, addr, umask, nice, stop_timeout,
+// watchdog, quiet, per_source, rate and only_from when unset, env,
+// env_file, limit, after and needs when empty, check's options when there
+// is no check. after= leaves out the names that needs= adds to After
+// anyway. ready= and check= are written as they were given, port names
+// included. Words are quoted like a shell would need them.
 //
 // For services that Parse returned, parsing the output with the same
 // Resolver gives equal services, Pos aside. Print refuses, with an error

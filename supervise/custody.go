@@ -127,7 +127,7 @@ func (c *custody) add(inst *instance, now time.Time) {
 	// (the stop signal went to its process group): SIGKILL comes when
 	// it was due for the instance, so a stop or shutdown stays within
 	// one stop timeout.
-	killAt := now.Add(c.sv.sup.cfg.StopTimeout)
+	killAt := now.Add(c.sv.stopTimeout())
 	if inst.asked && !inst.killAt.IsZero() && inst.killAt.Before(killAt) {
 		killAt = inst.killAt
 	}
@@ -141,7 +141,7 @@ func (c *custody) add(inst *instance, now time.Time) {
 // arms SIGKILL.
 func (c *custody) take(pids []int, now time.Time) {
 	if c.killAt.IsZero() {
-		c.killAt, c.killed = now.Add(c.sv.sup.cfg.StopTimeout), false
+		c.killAt, c.killed = now.Add(c.sv.stopTimeout()), false
 	}
 	if !now.Before(c.killAt) {
 		c.killed = true

@@ -29,6 +29,9 @@ type pending struct {
 	retryAt time.Time
 	giveUp  time.Time
 	delay   time.Duration
+
+	launcher int     // the launcher's pid
+	probe    *helper // the readiness helper started with the launcher; nil if none
 }
 
 func newDaemon(sv *service) *daemonClass {
@@ -75,11 +78,12 @@ func (d *daemonClass) ended(inst *instance, end ending) {
 	sv, now := d.sv, end.exit.Time
 	if inst.launcher && end.outcome == Clean && !end.asked && !sv.quitting {
 		// The program daemonized: the real daemon's pid comes from the pidfile.
-		d.pending = append(d.pending, &pending{started: inst.started, retryAt: now, giveUp: now.Add(pidfileGrace), delay: 10 * time.Millisecond})
+		d.pending = append(d.pending, &pending{started: inst.started, retryAt: now, giveUp: now.Add(pidfileGrace), delay: 10 * time.Millisecond, launcher: inst.pid, probe: inst.probe})
 		d.tick(now)
 		return
 	}
 	sv.countEnd(now, end)
+	sv.policy(end)
 }
 
 func (d *daemonClass) deadline() time.Time {
@@ -102,12 +106,13 @@ func (d *daemonClass) tick(now time.Time) {
 	for _, p := range d.pending {
 		switch {
 		case sv.quitting:
+			p.probe.cancel()
 			continue
 		case now.Before(p.retryAt):
 			kept = append(kept, p)
 			continue
 		}
-		err := d.adopt(p)
+		err := d.adopt(p, now)
 		switch {
 		case err == nil:
 		case now.Before(p.giveUp):
@@ -116,13 +121,16 @@ func (d *daemonClass) tick(now time.Time) {
 			kept = append(kept, p)
 		default:
 			sv.log.Error().Err(err).Msg("cannot follow daemon")
+			p.probe.cancel()
 			failed = append(failed, p)
 		}
 	}
 	d.pending = kept
 	for _, p := range failed {
 		ran := now.Sub(p.started)
-		sv.countEnd(now, ending{ran: ran, outcome: Classify(ran, sv.conf.Crash, 1, 0, false)})
+		end := ending{ran: ran, outcome: Classify(ran, sv.conf.Crash, 1, 0, false)}
+		sv.countEnd(now, end)
+		sv.policy(end)
 	}
 	if len(sv.instances)+len(d.pending) >= sv.conf.Max {
 		d.skipPeriods(now)
@@ -131,7 +139,7 @@ func (d *daemonClass) tick(now time.Time) {
 
 // adopt reads the pidfile and registers the daemon it names, with its
 // session in custody unless it is metad's own.
-func (d *daemonClass) adopt(p *pending) error {
+func (d *daemonClass) adopt(p *pending, now time.Time) error {
 	sv := d.sv
 	b, err := os.ReadFile(sv.conf.Pidfile)
 	if err != nil {
@@ -153,6 +161,20 @@ func (d *daemonClass) adopt(p *pending) error {
 	if err := sv.sup.cfg.Procs.Adopt(pid, sv.onExit); err != nil {
 		delete(sv.instances, pid)
 		return err
+	}
+	switch k := sv.conf.Ready.Kind; {
+	case k == conffmt.ReadyStarted:
+		inst.ready = true
+		sv.startHealth(inst, now)
+	case p.probe != nil:
+		inst.probe, inst.via = p.probe, p.launcher
+		p.probe = nil
+		inst.readyBy = now.Add(sv.conf.ReadyTimeout)
+	case k == conffmt.ReadyTCP || k == conffmt.ReadyExec:
+		inst.probe = sv.tryReady(pid, sv.conf.Ready.Probe)
+		inst.readyBy = now.Add(sv.conf.ReadyTimeout)
+	default:
+		inst.readyBy = now.Add(sv.conf.ReadyTimeout)
 	}
 	sv.log.Info().Int("pid", pid).Str("pidfile", sv.conf.Pidfile).Msg("following daemon")
 	return nil
@@ -192,7 +214,12 @@ func (d *daemonClass) idle() bool { return true }
 
 // stopped forgets the daemons still to be found: a stop or restart
 // stops what runs, and nothing runs yet there.
-func (d *daemonClass) stopped() { d.pending = nil }
+func (d *daemonClass) stopped() {
+	for _, p := range d.pending {
+		p.probe.cancel()
+	}
+	d.pending = nil
+}
 
 // groupOf returns pid's process group, or 0 when it is metad's own or
 // unknown: signals then go to the process alone.

@@ -44,6 +44,9 @@ type fakeProcs struct {
 	sessions map[int][]int
 	// owner holds the service (argv[0]) of every process, for cgroups.
 	owner map[int]string
+	// spawned, if not nil, is called with argv[0] before each Spawn,
+	// without the lock.
+	spawned func(name string)
 }
 
 type sent struct {
@@ -86,6 +89,9 @@ func (f *fakeProcs) poke() {
 }
 
 func (f *fakeProcs) Spawn(p *initsys.Proc, done func(initsys.Exit)) (int, error) {
+	if f.spawned != nil {
+		f.spawned(p.Argv[0])
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.poke()

@@ -16,6 +16,7 @@ import (
 
 	"metad/conffmt"
 	"metad/init"
+	"metad/supervise/notify"
 )
 
 // StateVersion is the version of the handover state this metad writes.
@@ -60,6 +61,27 @@ type ServiceState struct {
 	Outputs    []OutputState   `json:"outputs,omitempty"`
 	Custody    []int           `json:"custody,omitempty"` // sessions of ended instances with leftovers
 	Strays     bool            `json:"strays,omitempty"`  // the processes of the service's cgroup that no instance owns are in custody
+	End        *EndState       `json:"end,omitempty"`     // ended for good (done or failed) by its own rules
+	Notify     *NotifyState    `json:"notify,omitempty"`  // ready=notify: its socket
+	Said       string          `json:"said,omitempty"`    // ready=notify: the last STATUS= text
+	LastStop   *LastStop       `json:"last_stop,omitempty"`
+	Refused    *Refused        `json:"refused,omitempty"` // stream: connections admission closed
+	Unhealthy  int             `json:"unhealthy,omitempty"`
+	HealthErr  string          `json:"health_error,omitempty"`
+}
+
+// NotifyState is a service's NOTIFY_SOCKET in a State: the descriptor
+// and the address its programs were given.
+type NotifyState struct {
+	FD   int    `json:"fd"`
+	Addr string `json:"addr"`
+}
+
+// EndState is a service's end for good in a State.
+type EndState struct {
+	Failed bool   `json:"failed"`
+	Reason string `json:"reason"`
+	Code   int    `json:"code"`
 }
 
 // UserState is a resolved user= option: the ids the config line's names
@@ -83,6 +105,9 @@ type InstanceState struct {
 	Asked    bool      `json:"asked,omitempty"`
 	KillAt   time.Time `json:"kill_at"`
 	Killed   bool      `json:"killed,omitempty"`
+	Ready    bool      `json:"ready,omitempty"`
+	ReadyBy  time.Time `json:"ready_by,omitzero"`
+	Late     bool      `json:"late,omitempty"`
 }
 
 // OutputState is a watched pipe still open, in a State.
@@ -106,6 +131,9 @@ func (st *State) Descriptors() []NamedFD {
 		name := s.name()
 		if s.Socket >= 0 {
 			fds = append(fds, NamedFD{Name: name + "/socket", FD: s.Socket})
+		}
+		if s.Notify != nil {
+			fds = append(fds, NamedFD{Name: name + "/notify", FD: s.Notify.FD})
 		}
 		for _, o := range s.Outputs {
 			fds = append(fds, NamedFD{Name: name + "/" + strconv.Itoa(o.PID) + "/" + o.Stream, FD: o.FD})
@@ -237,16 +265,13 @@ func (ss *ServiceState) service() (conffmt.Service, error) {
 			name, group, _ := strings.Cut(spec, ":")
 			return &conffmt.Credential{User: name, Group: group, UID: ss.User.UID, GID: ss.User.GID, Groups: ss.User.Groups}, nil
 		},
-		LookupPort: func(name string) (int, error) { return 0, fmt.Errorf("unknown port %q", name) },
+		// port= is printed as a number; a probe's port as written,
+		// which may be a name of /etc/services: nil looks it up.
+		LookupPort: nil,
 	}
-	svcs, err := conffmt.Parse("handed-over state", []byte(ss.Config+"\n"), r)
-	if err != nil {
-		return conffmt.Service{}, err
-	}
-	if len(svcs) != 1 {
-		return conffmt.Service{}, fmt.Errorf("cannot read config %q: not one service", ss.Config)
-	}
-	return svcs[0], nil
+	// One line alone: the services it depends on are checked with the
+	// whole config, not here.
+	return conffmt.ParseLine("handed-over state", []byte(ss.Config+"\n"), r)
 }
 
 // handover is a Handover under way.
@@ -439,6 +464,18 @@ func (sv *service) snapshot() (ServiceState, error) {
 		last := sv.lastExit
 		st.LastExit = &last
 	}
+	if sv.end.kind != endNone {
+		st.End = &EndState{Failed: sv.end.kind == endFailed, Reason: sv.end.reason, Code: sv.end.code}
+	}
+	st.Said, st.LastStop = sv.said, sv.stop.last
+	st.Unhealthy, st.HealthErr = sv.unhealthy, sv.healthErr
+	if sv.notify != nil {
+		if fd, err := sv.notify.sock.Dup(); err != nil {
+			sv.log.Error().Err(err).Msg("cannot hand over the notify socket")
+		} else {
+			st.Notify = &NotifyState{FD: fd, Addr: sv.notify.addr()}
+		}
+	}
 	if err := st.setConfig(&sv.conf); err != nil {
 		return st, err
 	}
@@ -447,6 +484,7 @@ func (sv *service) snapshot() (ServiceState, error) {
 		is := InstanceState{
 			PID: inst.pid, PGID: inst.pgid, SID: inst.sid, Started: inst.started, Launcher: inst.launcher, Adopted: inst.adopted,
 			Sent: int(inst.sent), Asked: inst.asked, KillAt: inst.killAt, Killed: inst.killed,
+			Ready: inst.ready, ReadyBy: inst.readyBy, Late: inst.late,
 		}
 		if inst.remote.valid() {
 			is.Remote = netipAddrPort(inst.remote)
@@ -521,6 +559,7 @@ func (s *Supervisor) Restore(st *State) error {
 		if ss.Quitting {
 			s.leaving = append(s.leaving, sv)
 		} else {
+			s.deps.add(sv)
 			s.services[sv.conf.Name] = sv
 			s.order = append(s.order, sv)
 		}
@@ -533,6 +572,7 @@ func (s *Supervisor) Restore(st *State) error {
 // restore sets the service's state from ss, before its goroutine starts.
 func (sv *service) restore(ss ServiceState) error {
 	now := time.Now()
+	var errs []error
 	sv.enabled, sv.quitting = ss.Enabled, ss.Quitting
 	sv.backoff = backoff{crashes: ss.Crashes, until: ss.HoldUntil}
 	sv.restarts = ss.Restarts
@@ -545,9 +585,28 @@ func (sv *service) restore(ss ServiceState) error {
 	if ss.LastExit != nil {
 		sv.lastExit = *ss.LastExit
 	}
+	if e := ss.End; e != nil {
+		sv.end = verdict{kind: endDone, reason: e.Reason, code: e.Code}
+		if e.Failed {
+			sv.end.kind = endFailed
+		}
+	}
+	sv.said, sv.stop.last = ss.Said, ss.LastStop
+	sv.unhealthy, sv.healthErr = ss.Unhealthy, ss.HealthErr
+	if n := ss.Notify; n != nil {
+		if s, err := notify.FromFD(n.FD, n.Addr); err != nil {
+			errs = append(errs, err)
+		} else {
+			sv.useNotify(s)
+		}
+	}
+	if sv.conf.Ready.Kind == conffmt.ReadyNotify && sv.notify == nil {
+		if err := sv.openNotify(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	sv.custody.sessions = slices.Clone(ss.Custody)
 	sv.custody.strays = ss.Strays && sv.group != nil
-	var errs []error
 	for _, is := range ss.Instances {
 		inst := &instance{
 			pid: is.PID, pgid: is.PGID, sid: is.SID, started: is.Started, launcher: is.Launcher, adopted: is.Adopted,
@@ -556,11 +615,17 @@ func (sv *service) restore(ss ServiceState) error {
 		if is.Remote != "" {
 			inst.remote = parseRemote(is.Remote)
 		}
+		sv.restoreReadiness(inst, is, now)
 		sv.instances[is.PID] = inst
 		if err := sv.sup.cfg.Procs.Adopt(is.PID, sv.onExit); err != nil {
 			// Reaped before the handover could see it: it has ended.
 			delete(sv.instances, is.PID)
+			inst.probe.cancel()
 			errs = append(errs, err)
+			continue
+		}
+		if inst.ready && !inst.asked {
+			sv.startHealth(inst, now)
 		}
 	}
 	if err := sv.cls.restore(&ss, now); err != nil {
@@ -577,4 +642,27 @@ func (sv *service) restore(ss ServiceState) error {
 		sv.custody.rescan(now)
 	}
 	return errors.Join(errs...)
+}
+
+// restoreReadiness sets a handed-over instance's readiness. An image that
+// knew no readiness handed over started instances, which are ready
+// unless ready= says how to tell; a ready=fd: pipe does not survive the
+// exec, so such an instance still starting is taken as ready.
+func (sv *service) restoreReadiness(inst *instance, is InstanceState, now time.Time) {
+	inst.ready, inst.readyBy, inst.late = is.Ready, is.ReadyBy, is.Late
+	switch k := sv.conf.Ready.Kind; {
+	case inst.ready || inst.asked || inst.launcher:
+	case k == conffmt.ReadyStarted:
+		inst.ready = true
+	case k == conffmt.ReadyFD:
+		inst.ready, inst.readyBy = true, time.Time{}
+		sv.log.Info().Int("pid", inst.pid).Msg("ready=fd: cannot be followed across a re-exec: taken as ready")
+	default:
+		if inst.readyBy.IsZero() {
+			inst.readyBy = now.Add(sv.conf.ReadyTimeout)
+		}
+		if k == conffmt.ReadyTCP || k == conffmt.ReadyExec {
+			inst.probe = sv.tryReady(inst.pid, sv.conf.Ready.Probe)
+		}
+	}
 }

@@ -53,6 +53,7 @@ func TestStateVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", want.Name, err)
 		}
+		want.ReadyTimeout = 90 * time.Second // an option version 1 did not know gets its default
 		if !sameService(got, want) {
 			t.Errorf("%s: got %+v, want %+v", want.Name, got, want)
 		}

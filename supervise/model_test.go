@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -69,6 +70,14 @@ type model struct {
 	stubborn map[int]bool   // pids that ignore their stop signal
 	ceiling  map[string]int // most slots a stream may use: max, or more after a shrinking reload
 	cgroups  bool           // each service has a cgroup; instances leave setsid'd strays too
+
+	// The dependant r: after=d needs=d, ready=tcp: and check=tcp: by a
+	// fake probe that succeeds while healthy is set, retries=4.
+	healthy  atomic.Bool
+	manual   atomic.Bool  // a control request is under way: r may start whatever d's state
+	stopping atomic.Bool  // shutdown is under way
+	broken   atomic.Value // string: an invariant broken inside a fake, found by check
+	failedR  int          // r's tries when it was last seen failed; -1 when it was not
 }
 
 func runModel(t *testing.T, seed uint64, steps int) {
@@ -87,9 +96,18 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	d.Backoff = 30 * time.Second
 	p := daemon("p", 0, 1)
 	p.Period = time.Hour
+	d.StopTimeout = 3 * time.Second
 	st := streamService("s", 7000, 3)
 	st.Backoff = 20 * time.Second
-	m.confs = []conffmt.Service{d, p, st}
+	r := daemon("r", 1, 1)
+	r.After, r.Needs, r.Retries = []string{"d"}, []string{"d"}, 4
+	r.Ready = conffmt.Ready{Kind: conffmt.ReadyTCP, Probe: conffmt.Probe{Kind: conffmt.ProbeTCP, Text: "tcp:80"}}
+	r.ReadyTimeout = 30 * time.Second
+	r.Check, r.CheckEvery, r.CheckTimeout, r.CheckFails = r.Ready.Probe, 10*time.Second, 5*time.Second, 3
+	m.confs = []conffmt.Service{d, p, st, r}
+	m.failedR = -1
+	m.broken.Store("")
+	m.healthy.Store(true)
 	for i := range m.confs {
 		m.confs[i].Argv0 = m.confs[i].Name // tells the services' spawns apart
 	}
@@ -111,11 +129,12 @@ func runModel(t *testing.T, seed uint64, steps int) {
 }
 
 func (m *model) newSupervisor() *Supervisor {
-	s, err := New(Config{Log: zerolog.Nop(), Procs: m.f, Signal: m.signal, StopTimeout: modelStop, Env: []string{}, Custody: m.f})
+	s, err := New(Config{Log: zerolog.Nop(), Procs: m.f, Signal: m.signal, StopTimeout: modelStop, Env: []string{}, Custody: m.f, Probe: m.probe})
 	if err != nil {
 		m.t.Fatal(err)
 	}
 	s.sockets = m.fs
+	m.f.spawned = func(name string) { m.spawned(s, name) }
 	if m.cgroups {
 		groups := &fakeGroups{groups: make(map[string]*fakeGroup)}
 		for _, c := range m.confs {
@@ -126,6 +145,31 @@ func (m *model) newSupervisor() *Supervisor {
 	return s
 }
 
+// probe is the fake readiness probe of r.
+func (m *model) probe(ctx context.Context, p conffmt.Probe, proc initsys.Proc) error {
+	if m.healthy.Load() {
+		return nil
+	}
+	return errors.New("connection refused")
+}
+
+// spawned checks, as r is started, that it is started by a control
+// request or with d ready (after=), and never during shutdown.
+func (m *model) spawned(s *Supervisor, name string) {
+	if m.stopping.Load() {
+		m.broken.Store(name + " started during shutdown")
+	}
+	if name != "r" || m.manual.Load() {
+		return
+	}
+	s.deps.mu.Lock()
+	d := s.deps.pub["d"]
+	s.deps.mu.Unlock()
+	if !d.ready {
+		m.broken.Store(fmt.Sprintf("r started automatically while d is %s", d.state))
+	}
+}
+
 // signal is the fakes' kill(2): a process ends of any signal but its
 // stop signal when stubborn, and of SIGKILL always; signal 0 does nothing.
 func (m *model) signal(pid int, sig syscall.Signal) error {
@@ -133,6 +177,13 @@ func (m *model) signal(pid int, sig syscall.Signal) error {
 	m.f.signals = append(m.f.signals, sent{pid, sig})
 	_, alive := m.f.running[abs(pid)]
 	stubborn := m.stubborn[abs(pid)]
+	if alive && m.stopping.Load() && sig == syscall.SIGTERM && m.f.owner[abs(pid)] == "d" {
+		for p := range m.f.running {
+			if m.f.owner[p] == "r" {
+				m.broken.Store(fmt.Sprintf("shutdown: d's pid %d asked to stop while r's pid %d runs", abs(pid), p))
+			}
+		}
+	}
 	m.f.mu.Unlock()
 	if !alive {
 		return syscall.ESRCH
@@ -268,6 +319,9 @@ func (m *model) step() {
 		m.checkSchedule()
 	case n < 96:
 		m.reexec()
+	case n < 98:
+		m.healthy.Store(!m.healthy.Load())
+		m.op("r's probe now succeeds: %v", m.healthy.Load())
 	default:
 		name := pick(r, m.names())
 		m.op("kill %s HUP", name)
@@ -300,10 +354,12 @@ func (m *model) control() {
 	r := m.rng
 	name := pick(r, m.names())
 	var err error
+	m.manual.Store(true)
+	defer m.manual.Store(false)
 	switch op := pick(r, []string{"start", "stop", "restart", "enable", "disable", "enable", "enable"}); op {
 	case "start":
 		err = m.s.Start(name)
-		if err != nil && (errors.Is(err, ErrAtMax) || strings.Contains(err.Error(), "stream") || strings.Contains(err.Error(), "leftovers")) {
+		if err != nil && (errors.Is(err, ErrAtMax) || strings.Contains(err.Error(), "stream") || strings.Contains(err.Error(), "still being stopped")) {
 			err = nil
 		}
 		m.op("start %s", name)
@@ -373,7 +429,7 @@ type inspection struct {
 	held      int
 	used      int
 	max       int
-	killing   bool // an instance has been asked to stop and has not ended
+	killing   bool // an instance has been asked to stop and has not ended, or is not ready yet (its ready timeout may stop it)
 	custody   []int
 	next      time.Time
 	plan      plan
@@ -392,7 +448,7 @@ func (m *model) inspect(name string) inspection {
 		}
 		in.used = in.instances + in.held
 		for _, inst := range sv.instances {
-			in.killing = in.killing || inst.asked
+			in.killing = in.killing || inst.asked || !inst.ready || sv.conf.Check.Kind != conffmt.ProbeNone
 		}
 		if at, why := next(in.plan, now); why != noStart {
 			in.next = at
@@ -436,6 +492,18 @@ func (m *model) check() {
 		if !x.NextStart.IsZero() && !x.NextStart.Equal(in.next) {
 			m.fail("%s: status says next start %v, the schedule %v", x.Name, x.NextStart, in.next)
 		}
+		if !slices.Contains(States(), x.State) {
+			m.fail("%s: state %q is not one of %v", x.Name, x.State, States())
+		}
+		if x.Class == conffmt.Daemon && x.Ready != (x.State == "ready") {
+			m.fail("%s: ready %v in state %s", x.Name, x.Ready, x.State)
+		}
+		if x.State == "ready" && len(x.Instances) == 0 {
+			m.fail("%s: ready with no instance", x.Name)
+		}
+		if x.Name == "r" {
+			m.checkFailed(x)
+		}
 		for _, inst := range x.Instances {
 			listed[inst.PID] = true
 		}
@@ -445,6 +513,27 @@ func (m *model) check() {
 	}
 	if msg := m.checkProcs(listed, inCustody); msg != "" {
 		m.fail("%s", msg)
+	}
+	if msg := m.broken.Load().(string); msg != "" {
+		m.fail("%s", msg)
+	}
+}
+
+// checkFailed checks that a failed r starts nothing by itself: only a
+// control request or a reload tries it again.
+func (m *model) checkFailed(x Status) {
+	tries := len(m.tries("r"))
+	last := ""
+	if len(m.ops) > 0 {
+		last = m.ops[len(m.ops)-1]
+	}
+	again := strings.Contains(last, "start r") || strings.Contains(last, "enable r") || strings.HasPrefix(last[min(len(last), 13):], "reload")
+	if m.failedR >= 0 && tries > m.failedR && !again {
+		m.fail("r: failed, yet started again after %q", last)
+	}
+	m.failedR = -1
+	if x.State == "failed" {
+		m.failedR = tries
 	}
 }
 
@@ -520,7 +609,8 @@ func (m *model) checkSchedule() {
 		return
 	}
 	if got[0].Before(at) {
-		m.fail("%s: status said next start at %v; one came at %v", name, at.UTC().Format("15:04:05.000"), got[0].UTC().Format("15:04:05.000"))
+		st, _ := m.s.List(name)
+		m.fail("%s: status said next start at %v; one came at %v (now %+v)", name, at.UTC().Format("15:04:05.000"), got[0].UTC().Format("15:04:05.000"), st)
 	}
 }
 
@@ -573,7 +663,11 @@ func (m *model) sameAfter(before []Status) {
 	after, _ := m.s.List()
 	for i := range before {
 		b, a := before[i], after[i]
-		if b.Name != a.Name || b.Enabled != a.Enabled || b.Crashes != a.Crashes || b.Restarts != a.Restarts || b.Held != a.Held {
+		// A starting instance is tried again at once by the new image,
+		// and may be ready there.
+		same := b.State == a.State && b.Ready == a.Ready || b.State == "starting"
+		if b.Name != a.Name || b.Enabled != a.Enabled || b.Crashes != a.Crashes || b.Restarts != a.Restarts || b.Held != a.Held ||
+			!same || b.Unhealthy != a.Unhealthy || b.Refused != a.Refused {
 			m.fail("re-exec changed %s: got %+v, want %+v", b.Name, a, b)
 		}
 	}
@@ -582,15 +676,39 @@ func (m *model) sameAfter(before []Status) {
 // shutdown shuts down, then checks that nothing runs, that it took no
 // longer than its bound, and that the supervisor is closed.
 func (m *model) shutdown() {
-	m.op("shutdown")
-	ctx, cancel := context.WithTimeout(context.Background(), modelStop+time.Second)
+	// r runs, so that the order of the shutdown is seen.
+	m.op("enable d r, start r, then shutdown")
+	m.manual.Store(true)
+	if err := m.s.Enable("d", "r"); err != nil {
+		m.fail("enable: %v", err)
+	}
+	if err := m.s.Start("r"); err != nil && !errors.Is(err, ErrAtMax) && !strings.Contains(err.Error(), "still being stopped") {
+		m.fail("start r: %v", err)
+	}
+	m.manual.Store(false)
+	synctest.Wait()
+	st, _ := m.s.List("r")
+	m.f.mu.Lock()
+	for _, in := range st[0].Instances {
+		m.stubborn[in.PID] = true // r takes its whole stop timeout: d must wait for it
+	}
+	m.f.mu.Unlock()
+	bound := m.s.StopBound()
+	if want := modelStop + 3*time.Second; bound != want { // r (10s) stops before d (3s)
+		m.fail("stop bound: got %v, want %v", bound, want)
+	}
+	m.stopping.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), bound+time.Second)
 	defer cancel()
 	t0 := time.Now()
 	if err := m.s.Shutdown(ctx); err != nil {
 		m.fail("shutdown: %v", err)
 	}
-	if d := time.Since(t0); d > modelStop {
-		m.fail("shutdown took %v, want at most %v", d, modelStop)
+	if d := time.Since(t0); d > bound {
+		m.fail("shutdown took %v, want at most %v", d, bound)
+	}
+	if msg := m.broken.Load().(string); msg != "" {
+		m.fail("%s", msg)
 	}
 	synctest.Wait()
 	if pids := m.f.pids(); len(pids) != 0 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,7 +87,8 @@ type reader struct {
 	log    zerolog.Logger
 	tail   *tail // keeps the last lines for status; nil: none
 	done   chan struct{}
-	eof    bool // set before done is closed: the pipe is at its end and closed
+	eof    bool         // set before done is closed: the pipe is at its end and closed
+	seen   atomic.Int64 // when the last line was read, in Unix nanoseconds; 0: none yet
 }
 
 func startReader(f *os.File, pid int, stream string, log zerolog.Logger, t *tail) *reader {
@@ -136,6 +138,7 @@ func (rd *reader) run() {
 				line = line[:n-1]
 			}
 			text := string(line)
+			rd.seen.Store(time.Now().UnixNano())
 			rd.log.Info().Str("stream", rd.stream).Msg(text)
 			if rd.tail != nil {
 				rd.tail.add(text)

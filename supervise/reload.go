@@ -31,7 +31,7 @@ func (s *Supervisor) Reload(svcs []conffmt.Service) Diff {
 	old := s.services
 	next := make(map[string]*service, len(svcs))
 	var order []*service
-	var changed, added []*service
+	var changed, added, kept []*service
 	var changedConf []conffmt.Service
 	for _, c := range svcs {
 		if sv, ok := old[c.Name]; ok && sv.conf.Class == c.Class {
@@ -41,10 +41,13 @@ func (s *Supervisor) Reload(svcs []conffmt.Service) Diff {
 				changed = append(changed, sv)
 				changedConf = append(changedConf, c)
 				d.Changed = append(d.Changed, c.Name)
+			} else {
+				kept = append(kept, sv)
 			}
 			continue
 		}
 		sv := newService(s, c)
+		s.deps.add(sv)
 		next[c.Name] = sv
 		order = append(order, sv)
 		added = append(added, sv)
@@ -73,11 +76,19 @@ func (s *Supervisor) Reload(svcs []conffmt.Service) Diff {
 	for _, sv := range removed {
 		s.tell(sv, func(now time.Time) {
 			sv.log.Info().Msg("removed")
-			sv.quit(now)
+			sv.quit(now, false)
 		})
 	}
 	for i, sv := range changed {
 		s.tell(sv, func(now time.Time) { sv.update(changedConf[i], now) })
+	}
+	for _, sv := range kept {
+		s.tell(sv, func(now time.Time) {
+			if sv.end.kind != endNone {
+				sv.again() // a reload tries a done or failed service again
+				sv.reconcile(now)
+			}
+		})
 	}
 	for _, sv := range added {
 		s.launch(sv)
@@ -107,6 +118,10 @@ func inPlace(a, b conffmt.Service) bool {
 	b.Min, b.Max, b.Period, b.Enabled = a.Min, a.Max, a.Period, a.Enabled
 	b.Crash, b.Backoff, b.Stop = a.Crash, a.Backoff, a.Stop
 	b.Addr, b.Port, b.Backlog = a.Addr, a.Port, a.Backlog
+	b.After, b.Needs, b.Restart, b.Retries = a.After, a.Needs, a.Restart, a.Retries
+	b.OnFailure, b.OnSuccess, b.StopTimeout, b.ReadyTimeout = a.OnFailure, a.OnSuccess, a.StopTimeout, a.ReadyTimeout
+	b.Check, b.CheckEvery, b.CheckTimeout, b.CheckFails, b.Quiet = a.Check, a.CheckEvery, a.CheckTimeout, a.CheckFails, a.Quiet
+	b.PerSource, b.Rate, b.OnlyFrom = a.PerSource, a.Rate, a.OnlyFrom
 	return sameService(a, b)
 }
 
@@ -126,6 +141,11 @@ func (sv *service) update(c conffmt.Service, now time.Time) {
 	}
 	if old.Enabled != c.Enabled {
 		sv.enabled = c.Enabled
+	}
+	sv.sup.deps.rewire(sv, old.After, c.After)
+	sv.again()
+	if sv.conf.Ready.Kind != conffmt.ReadyNotify {
+		sv.closeNotify()
 	}
 	replace := sv.cls.update(&old, now)
 	if replace {

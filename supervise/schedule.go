@@ -47,20 +47,21 @@ type plan struct {
 	custody    bool      // leftovers of an ended instance are still being stopped
 	open       bool      // listener, stream: the socket is open
 	waiting    bool      // listener: a connection waits for a program
+	wait       bool      // a dependency is not ready: automatic starts wait
 }
 
 // next returns the next automatic start of a service and why, or
 // noStart. It is never before now: now means due now. The timer is armed from
 // it and status shows it, so that the two cannot disagree.
 //
-// Rules: nothing starts while inactive or while leftovers are in custody
-// (daemon, listener); a closed socket is opened after the backoff; a
+// Rules: nothing starts while inactive, while a dependency is not ready,
+// or while leftovers are in custody (daemon, listener); a closed socket is opened after the backoff; a
 // daemon starts one whenever fewer than min run and one every period
 // while fewer than max run, after the backoff; a listener starts its
 // program when a connection waits or min=1, after the backoff; a stream
 // starts instances on connections only, which the schedule does not see.
 func next(p plan, now time.Time) (time.Time, reason) {
-	if !p.active || p.custody {
+	if !p.active || p.custody || p.wait {
 		return time.Time{}, noStart
 	}
 	switch p.class {

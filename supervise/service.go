@@ -14,17 +14,19 @@ import (
 )
 
 // state is where a service stands, as shown by list and logged at info on
-// every change with its reason (SPEC §8). Readiness is not implemented
-// yet: a started instance counts as ready, shown as "running".
+// every change with its reason (SPEC §8).
 type state uint8
 
 const (
 	stateDisabled state = iota // starts nothing; running instances carry on
-	stateIdle                  // enabled, nothing running, nothing due (listener: waits for a connection)
-	stateRunning               // enabled and started: a daemon's or listener's instances run, a stream listens
+	stateWaiting               // enabled, waiting for a dependency to be ready (the reason names it)
+	stateIdle                  // enabled, nothing running, nothing due (listener, stream: waits for a connection)
+	stateStarting              // an instance is started and not ready yet
+	stateReady                 // every instance is ready
 	stateBackoff               // enabled, waiting out a crash delay before the next start
-	stateStopping              // leftovers of an ended instance, or everything at removal or shutdown, are being stopped
-	stateDone                  // removed or shut down: nothing left; the goroutine has ended
+	stateStopping              // instances asked to stop, or leftovers of an ended one, are being stopped
+	stateDone                  // ended for good, successfully (restart policy), or removed or shut down
+	stateFailed                // ended for good, unsuccessfully: retries used up, or restart policy
 	stateCount                 // the number of states, not a state
 )
 
@@ -42,16 +44,22 @@ func (s state) String() string {
 	switch s {
 	case stateDisabled:
 		return "disabled"
+	case stateWaiting:
+		return "waiting"
 	case stateIdle:
 		return "idle"
-	case stateRunning:
-		return "running"
+	case stateStarting:
+		return "starting"
+	case stateReady:
+		return "ready"
 	case stateBackoff:
 		return "backoff"
 	case stateStopping:
 		return "stopping"
 	case stateDone:
 		return "done"
+	case stateFailed:
+		return "failed"
 	default:
 		return "state(" + strconv.Itoa(int(s)) + ")"
 	}
@@ -115,6 +123,16 @@ type instance struct {
 	asked    bool           // metad asked it to stop: its end is not a failure
 	killAt   time.Time      // stopping: when SIGKILL follows; zero otherwise
 	killed   bool
+
+	ready    bool      // the program is ready (ready=)
+	readyBy  time.Time // not ready by then: stopped, and its run is a crash; zero once ready
+	late     bool      // its ready timeout passed: its end is a crash whatever its status
+	quitting string    // why the program said it is going (STOPPING=1), "" if it has not
+	probe    *helper   // ready=fd:, tcp:, exec: what waits for it to be ready; nil if none
+	via      int       // an adopted daemon: the pid of the launcher whose readiness helper it took over
+
+	unhealthy string // why it was stopped as unhealthy or hung: its end is a crash; "" if it was not
+	health    health
 }
 
 // ending is how an instance ended.
@@ -146,11 +164,22 @@ type service struct {
 	tail     *tail      // watch_output: the last lines of output; nil otherwise
 	ended    int        // instances that ended
 	lastExit LastExit   // the last instance's end; zero before the first
+	end      verdict    // the service ended for good by its own rules: done or failed; endNone otherwise
+	deps     depView    // what the service's dependencies say, as last published
+	holding  string     // shutdown: the dependants that must stop first, "" when none
+	stop     stopRecord // the stop under way or the last one
+	notify   *notifier  // ready=notify: the service's NOTIFY_SOCKET; nil otherwise
+	said     string     // ready=notify: the last STATUS= text
+	events   *mailbox[event]
 
 	instances map[int]*instance
 	group     group // the service's cgroup; nil: none
 	custody   custody
 	readers   []*reader // watch_output pipes still being read
+	helpers   []*helper // readiness and health goroutines still running
+	probeErr  string    // why the last readiness try failed, "" if none since the last ready
+	unhealthy int       // instances stopped as unhealthy, hung or watchdog-expired
+	healthErr string    // the last failed check, hang or watchdog expiry
 	timer     *time.Timer
 
 	inheritedFD int // a socket handed to metad at start for this service, until used; -1 if none
@@ -172,6 +201,7 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 		enabled:     c.Enabled,
 		instances:   make(map[int]*instance),
 		exits:       newMailbox[initsys.Exit](),
+		events:      newMailbox[event](),
 		reqs:        make(chan func()),
 		done:        make(chan struct{}),
 		timer:       time.NewTimer(time.Hour),
@@ -209,6 +239,7 @@ func newService(sup *Supervisor, c conffmt.Service) *service {
 func (sv *service) run() {
 	defer close(sv.done)
 	defer sv.timer.Stop()
+	sv.deps = sv.sup.deps.view(sv)
 	sv.reconcile(time.Now())
 	for !sv.finished() {
 		sv.arm(time.Now())
@@ -223,6 +254,12 @@ func (sv *service) run() {
 				sv.exited(e)
 			}
 			sv.reconcile(time.Now())
+		case <-sv.events.wake:
+			now := time.Now()
+			for _, ev := range sv.events.take() {
+				sv.handle(ev, now)
+			}
+			sv.reconcile(now)
 		case now := <-sv.timer.C:
 			sv.tick(now)
 		case <-sv.cls.wakeup():
@@ -230,23 +267,36 @@ func (sv *service) run() {
 			sv.settle(time.Now())
 		}
 	}
+	if sv.abandoned {
+		sv.stopHelpers() // the next image runs its own
+	}
+	sv.closeNotify()
 	if !sv.abandoned {
 		sv.set(stateDone, "nothing left")
 		sv.sup.releaseGroup(sv.conf.Name, sv.group)
 	}
+	sv.sup.deps.gone(sv)
 }
 
 // finished reports whether the service has quit and nothing of it runs,
 // or has been handed over.
 func (sv *service) finished() bool {
-	return sv.abandoned || sv.quitting && len(sv.instances) == 0 && sv.custody.empty() && sv.cls.idle()
+	if sv.abandoned {
+		return true
+	}
+	if !sv.quitting || sv.holding != "" || len(sv.instances) > 0 || !sv.custody.empty() {
+		return false
+	}
+	sv.closeNotify() // nothing is left to notify it
+	return sv.cls.idle() && sv.helpersIdle()
 }
 
 // onExit is handed to the reaper; it must not block.
 func (sv *service) onExit(e initsys.Exit) { sv.exits.put(e) }
 
-// active reports whether the class rules may start instances.
-func (sv *service) active() bool { return sv.enabled && !sv.quitting }
+// active reports whether the class rules may start instances: enabled,
+// not quitting, not ended for good.
+func (sv *service) active() bool { return sv.enabled && !sv.quitting && sv.end.kind == endNone }
 
 // plan returns the inputs of the schedule.
 func (sv *service) plan() plan {
@@ -258,6 +308,7 @@ func (sv *service) plan() plan {
 		max:    sv.conf.Max,
 		period: sv.conf.Period,
 		hold:   sv.backoff.until,
+		wait:   sv.deps.wait != "",
 	}
 	if sv.conf.Class != conffmt.Stream {
 		p.custody = !sv.custody.empty()
@@ -267,39 +318,95 @@ func (sv *service) plan() plan {
 }
 
 // set records a state change and logs it at info with its reason.
-func (sv *service) set(s state, reason string) {
+// It reports whether the state itself changed.
+func (sv *service) set(s state, reason string) bool {
 	if sv.state == s && sv.reason == reason {
-		return
+		return false
 	}
 	sv.log.Info().Stringer("from", sv.state).Stringer("to", s).Str("reason", reason).Msg("state")
-	if sv.state != s {
+	changed := sv.state != s
+	if changed {
 		sv.since = time.Now()
 	}
 	sv.state, sv.reason = s, reason
+	return changed
 }
 
 // settle derives the state after an event: the one place that decides it.
+// It then publishes what dependants and metad's own readiness need.
 func (sv *service) settle(now time.Time) {
+	defer sv.publish()
 	p := sv.plan()
-	at, why := next(p, now)
+	_, why := next(p, now)
+	sv.stopEnded(now)
+	asked, starting := sv.counts()
 	switch {
+	case sv.quitting && sv.holding != "":
+		sv.set(stateStopping, "stopping "+sv.holding+" first")
 	case sv.quitting:
 		sv.set(stateStopping, "stopping for good")
 	case !sv.custody.empty() && sv.conf.Class != conffmt.Stream:
 		sv.set(stateStopping, "stopping leftovers of an ended instance")
+	case asked > 0 && (sv.conf.Class != conffmt.Stream || !sv.enabled):
+		sv.set(stateStopping, plural(asked, "instance")+" stopping")
 	case !sv.enabled:
 		sv.set(stateDisabled, "disabled")
-	case why != noStart && at.After(now):
+	case sv.end.kind != endNone && p.live == 0:
+		if sv.set(sv.end.state(), sv.end.reason) {
+			sv.reportEnd()
+		}
+	case p.live == 0 && sv.deps.wait != "" && sv.active():
+		sv.set(stateWaiting, sv.deps.wait)
+	case why != noStart && p.hold.After(now) && p.live == 0:
 		sv.set(stateBackoff, "waiting out the backoff before the next start ("+why.String()+")")
+	case starting > 0:
+		sv.set(stateStarting, sv.startingReason())
+	case sv.conf.Class == conffmt.Stream && p.open && p.live > 0:
+		sv.set(stateReady, "listening, serving "+plural(p.live, "connection"))
 	case sv.conf.Class == conffmt.Stream && p.open:
-		sv.set(stateRunning, "listening")
-	case sv.conf.Class != conffmt.Stream && p.live > 0:
-		sv.set(stateRunning, "started")
-	case sv.conf.Class == conffmt.Listener:
+		sv.set(stateIdle, "listening")
+	case p.live > 0:
+		sv.set(stateReady, sv.readyReason())
+	case sv.conf.Class == conffmt.Listener && p.open:
 		sv.set(stateIdle, "waiting for a connection")
 	default:
 		sv.set(stateIdle, "nothing to start")
 	}
+}
+
+// counts returns how many instances are asked to stop and still run, and
+// how many are not ready yet (pidfile daemons still to be found count).
+func (sv *service) counts() (asked, starting int) {
+	for _, inst := range sv.instances {
+		switch {
+		case inst.asked:
+			asked++
+		case !inst.ready:
+			starting++
+		}
+	}
+	return asked, starting + sv.plan().live - len(sv.instances)
+}
+
+// ready reports whether the service is ready for its dependants and for
+// list's READY: a daemon in state ready; a listener or stream with its
+// socket open and no instance still starting.
+func (sv *service) ready() bool {
+	switch sv.state {
+	case stateReady:
+		return true
+	case stateIdle:
+		return sv.conf.Class != conffmt.Daemon && sv.plan().open
+	}
+	return false
+}
+
+// plural returns "1 instance", "2 instances".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
 }
 
 // reconcile applies the class rules: it starts what is due now, then
@@ -365,6 +472,20 @@ func (sv *service) launch(now time.Time, files []int, extra []string, rem remote
 			files[3-len(names)+i] = out.writeFD(i)
 		}
 	}
+	files, started, failed, err := sv.readiness(files)
+	if err != nil {
+		if out != nil {
+			out.closeWriters()
+			out.closeReaders()
+		}
+		return nil, err
+	}
+	if sv.notify != nil {
+		p.Env = append(p.Env[:len(p.Env):len(p.Env)], "NOTIFY_SOCKET="+sv.notify.addr())
+	}
+	if sv.conf.Watchdog > 0 {
+		p.Env = append(p.Env[:len(p.Env):len(p.Env)], "WATCHDOG_USEC="+strconv.FormatInt(sv.conf.Watchdog.Microseconds(), 10))
+	}
 	p.Files = files
 	if sv.group != nil {
 		sv.group.into(p)
@@ -377,11 +498,13 @@ func (sv *service) launch(now time.Time, files []int, extra []string, rem remote
 		if out != nil {
 			out.closeReaders()
 		}
+		failed()
 		return nil, err
 	}
 	inst := &instance{pid: pid, pgid: pid, sid: pid, started: now, remote: rem, launcher: sv.conf.Pidfile != ""}
 	sv.instances[pid] = inst
 	sv.starts++
+	started(inst, now)
 	if out != nil {
 		sv.watchOutput(out, pid)
 	}
@@ -412,10 +535,13 @@ func (sv *service) exited(e initsys.Exit) {
 		}
 		return
 	}
+	sv.stopHealth(inst)
 	end := sv.takeExit(inst, e)
 	if !(inst.launcher && end.outcome == Clean && !end.asked) {
-		// A launcher that daemonized leaves its daemon behind on purpose.
+		// A launcher that daemonized leaves its daemon behind on purpose,
+		// and the daemon may be the one to say it is ready.
 		sv.custody.add(inst, e.Time)
+		inst.probe.cancel()
 	}
 	sv.cls.ended(inst, end)
 }
@@ -432,6 +558,12 @@ func (sv *service) takeExit(inst *instance, e initsys.Exit) ending {
 	outcome := Classify(ran, sv.conf.Crash, code, sig, asked)
 	if outcome != Clean && inst.remote.valid() && PeerWentAway(code, sig) {
 		outcome = PeerGone
+	}
+	if inst.late || inst.unhealthy != "" {
+		outcome, asked = Crashed, false // stopped for not being ready in time, or hung
+	}
+	if sv.stop.active && inst.killed {
+		sv.stop.killed = true
 	}
 	ev := sv.log.Info()
 	if inst.remote.valid() && (outcome == Clean || outcome == PeerGone) {
@@ -464,6 +596,8 @@ func (sv *service) tick(now time.Time) {
 		}
 	}
 	sv.custody.tick(now)
+	sv.lateInstances(now)
+	sv.healthTick(now)
 	sv.cls.tick(now)
 	sv.reconcile(now)
 }
@@ -473,8 +607,12 @@ func (sv *service) tick(now time.Time) {
 // class's own.
 func (sv *service) arm(now time.Time) {
 	var t time.Time
-	if at, why := next(sv.plan(), now); why != noStart {
+	p := sv.plan()
+	if at, why := next(p, now); why != noStart {
 		t = at
+	}
+	if p.hold.After(now) {
+		t = earliest(t, p.hold) // the end of a backoff changes the state
 	}
 	for _, inst := range sv.instances {
 		if !inst.killed {
@@ -482,6 +620,8 @@ func (sv *service) arm(now time.Time) {
 		}
 	}
 	t = earliest(t, sv.custody.deadline())
+	t = earliest(t, sv.readyDeadline())
+	t = earliest(t, sv.healthDeadline())
 	t = earliest(t, sv.cls.deadline())
 	sv.timer.Stop()
 	if !t.IsZero() {
@@ -511,19 +651,35 @@ func (sv *service) kill(target int, sig syscall.Signal) {
 	}
 }
 
+// stopTimeout is the grace between the service's stop signal and SIGKILL.
+func (sv *service) stopTimeout() time.Duration {
+	if sv.conf.StopTimeout > 0 {
+		return sv.conf.StopTimeout
+	}
+	return sv.sup.cfg.StopTimeout
+}
+
+// stopInstance asks one instance to stop with sig, with SIGKILL after the
+// stop timeout.
+func (sv *service) stopInstance(inst *instance, now time.Time, sig syscall.Signal) {
+	if !sv.stop.active {
+		sv.stop = stopRecord{active: true, from: now, last: sv.stop.last}
+	}
+	inst.asked = true
+	inst.killAt = now.Add(sv.stopTimeout())
+	if !inst.remote.valid() {
+		sv.log.Info().Int("pid", inst.pid).Stringer("signal", sig).Msg("stopping")
+	}
+	sv.signal(inst, sig)
+}
+
 // stopInstances asks every instance to stop, with SIGKILL after the stop
 // timeout, and stops what is in custody.
 func (sv *service) stopInstances(now time.Time) {
 	for _, inst := range sv.instances {
-		if inst.asked {
-			continue
+		if !inst.asked {
+			sv.stopInstance(inst, now, sv.conf.Stop)
 		}
-		inst.asked = true
-		inst.killAt = now.Add(sv.sup.cfg.StopTimeout)
-		if !inst.remote.valid() {
-			sv.log.Info().Int("pid", inst.pid).Stringer("signal", sv.conf.Stop).Msg("stopping")
-		}
-		sv.signal(inst, sv.conf.Stop)
 	}
 	sv.cls.stopped()
 	sv.custody.stop(now)
@@ -531,12 +687,149 @@ func (sv *service) stopInstances(now time.Time) {
 
 // quit stops the service for good: it starts nothing more, its socket is
 // closed, its instances and custody are stopped, and its goroutine ends
-// when nothing is left.
-func (sv *service) quit(now time.Time) {
+// when nothing is left. With ordered (shutdown), its instances are stopped
+// only once the services that depend on it run nothing (SPEC §8).
+func (sv *service) quit(now time.Time, ordered bool) {
 	sv.quitting = true
 	sv.enabled = false
-	sv.stopInstances(now)
+	if ordered {
+		sv.holding = sv.sup.deps.holding(sv)
+	}
+	if sv.holding == "" {
+		sv.stopInstances(now)
+	} else {
+		sv.log.Info().Str("dependants", sv.holding).Msg("stopping dependants first")
+	}
 	sv.reconcile(now)
+}
+
+// refreshDeps reads what the service's dependencies and dependants
+// published: a needed service that went down stops this one's instances;
+// at shutdown, dependants that have stopped let this one stop.
+func (sv *service) refreshDeps(now time.Time) {
+	v := sv.sup.deps.view(sv)
+	if v.down != "" && sv.deps.down == "" && !sv.quitting && len(sv.instances) > 0 {
+		sv.log.Info().Str("needs", v.down).Msg("a needed service is down: stopping")
+		sv.stopInstances(now)
+	}
+	sv.deps = v
+	if sv.quitting && sv.holding != "" {
+		if sv.holding = sv.sup.deps.holding(sv); sv.holding == "" {
+			sv.stopInstances(now)
+		}
+	}
+}
+
+// publish tells the services that depend on this one, those it depends
+// on, and metad's readiness, where it stands.
+func (sv *service) publish() {
+	live := sv.plan().live
+	sv.sup.deps.publish(sv, depState{
+		state:    sv.state,
+		ready:    sv.ready() || sv.state == stateDone && sv.end.kind == endDone,
+		failed:   sv.state == stateFailed,
+		enabled:  sv.enabled,
+		quitting: sv.quitting,
+		idle:     live == 0 && sv.custody.empty(),
+	})
+}
+
+// stopRecord is the stop under way (active) and the last one that ended.
+type stopRecord struct {
+	active bool
+	from   time.Time // when the first instance of it was asked to stop
+	killed bool      // SIGKILL was needed
+	last   *LastStop
+}
+
+// stopEnded closes the stop under way once nothing asked to stop runs.
+func (sv *service) stopEnded(now time.Time) {
+	if !sv.stop.active || !sv.custody.empty() {
+		return
+	}
+	for _, inst := range sv.instances {
+		if inst.asked {
+			return
+		}
+	}
+	sv.stop.active = false
+	sv.stop.last = &LastStop{At: now, Took: now.Sub(sv.stop.from), Killed: sv.stop.killed}
+}
+
+// endKind says how a service ended for good by its own rules.
+type endKind uint8
+
+const (
+	endNone endKind = iota
+	endDone
+	endFailed
+)
+
+// verdict is a service's end for good: restart policy or retries.
+type verdict struct {
+	kind   endKind
+	reason string
+	code   int // the last exit status, as a shell reports it
+}
+
+func (e verdict) state() state {
+	if e.kind == endFailed {
+		return stateFailed
+	}
+	return stateDone
+}
+
+// policy applies restart=, retries= after an instance of a daemon or
+// listener ended that metad did not ask to stop.
+func (sv *service) policy(end ending) {
+	if end.asked || sv.quitting || sv.end.kind != endNone {
+		return
+	}
+	failed := end.outcome != Clean
+	code := end.exit.Code()
+	if s, ok := end.exit.Signaled(); ok {
+		code = 128 + int(s)
+	}
+	status := end.exit.String()
+	if end.exit.PID == 0 {
+		status = "its daemon was not found"
+	}
+	switch {
+	case sv.conf.Class == conffmt.Daemon && sv.conf.Restart == conffmt.RestartNever && failed:
+		sv.end = verdict{endFailed, "ended (" + status + ") and restart=never", code}
+	case sv.conf.Class == conffmt.Daemon && sv.conf.Restart != conffmt.RestartAlways && !failed:
+		sv.end = verdict{endDone, "ended (" + status + ")", code}
+	case sv.conf.Retries > 0 && sv.backoff.crashes >= sv.conf.Retries:
+		sv.end = verdict{endFailed, strconv.Itoa(sv.backoff.crashes) + " crashes in a row (retries=" + strconv.Itoa(sv.conf.Retries) + "), the last " + status, code}
+	default:
+		return
+	}
+	ev := sv.log.Info()
+	if sv.end.kind == endFailed {
+		ev = sv.log.Warn()
+	}
+	ev.Str("reason", sv.end.reason).Msg("ended for good")
+}
+
+// again clears an end for good: a manual start, enable or reload tries
+// the service again.
+func (sv *service) again() {
+	if sv.end.kind != endNone {
+		sv.end = verdict{}
+		sv.backoff.reset()
+	}
+}
+
+// ended reports the service's end for good to metad, once, as the state
+// becomes done or failed.
+func (sv *service) reportEnd() {
+	if f := sv.sup.cfg.Ended; f != nil {
+		a := sv.conf.OnSuccess
+		if sv.end.kind == endFailed {
+			a = sv.conf.OnFailure
+		}
+		f(End{Service: sv.conf.Name, Failed: sv.end.kind == endFailed, Code: sv.end.code, Action: a, Reason: sv.end.reason})
+	}
 }
 
 // status returns a snapshot for list.
@@ -554,7 +847,14 @@ func (sv *service) status(now time.Time) Status {
 		Port:     sv.conf.Port,
 		Custody:  sv.custody.pids(),
 		Since:    sv.since,
+
+		Ready:        sv.ready(),
+		Notify:       sv.said,
+		ReadyTimeout: sv.conf.ReadyTimeout,
+		StopTimeout:  sv.stopTimeout(),
+		LastStop:     sv.stop.last,
 	}
+	sv.healthStatus(&st)
 	if sv.startErr.err != "" {
 		st.StartError, st.StartErrorAt = sv.startErr.err, sv.startErr.at
 	}

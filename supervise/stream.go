@@ -26,7 +26,10 @@ import (
 // readable and says so with a non-blocking wake-up. The acceptor gives
 // nothing back and shares no counter: stopping it is closing its stop
 // channel, and it never blocks on anything but the netpoller and that
-// channel.
+// channel. Each connection accepted is screened by admission (only_from,
+// per_source, rate=; see admission.go) in the same goroutine: a refused
+// one is closed at once and takes no slot, so the service goes on
+// accepting and serving the others.
 
 // remote is a stream instance's client.
 type remote struct {
@@ -245,6 +248,7 @@ type streamClass struct {
 	// it, and whether another address has crashed in it since.
 	streakAddr netip.Addr
 	several    bool
+	adm        admission
 }
 
 func newStream(sv *service) *streamClass {
@@ -346,7 +350,11 @@ func (s *streamClass) admit(now time.Time) {
 		c, err := s.sock.accept()
 		switch {
 		case err == nil:
-			s.serve(now, c)
+			if s.screen(now, c) {
+				s.serve(now, c)
+			} else {
+				closeFD(c.fd)
+			}
 			continue
 		case errors.Is(err, errNoConn):
 			if !s.armed {
@@ -362,6 +370,46 @@ func (s *streamClass) admit(now time.Time) {
 			return
 		}
 	}
+}
+
+// screen applies admission to an accepted connection and reports whether
+// it may be served; a refusal is counted and logged at a limited rate.
+func (s *streamClass) screen(now time.Time, c conn) bool {
+	live := 0
+	if s.sv.conf.PerSource > 0 {
+		live = s.taken(c.remote.addr)
+	}
+	r := s.adm.decide(&s.sv.conf, c.remote.addr, now, live)
+	if r == admitted {
+		return true
+	}
+	if line, ok := s.adm.noteRefusal(r, c.remote.addr, now); ok {
+		s.logRefusals(line)
+	}
+	return false
+}
+
+// taken is what addr takes of the service under per_source: its
+// instances and the slot its crashes hold. Counted, like the slots in
+// use, so that it cannot drift.
+func (s *streamClass) taken(addr netip.Addr) int {
+	n := 0
+	for _, inst := range s.sv.instances {
+		if inst.remote.addr == addr {
+			n++
+		}
+	}
+	for _, h := range s.held {
+		if !h.service && h.addr == addr {
+			n++
+		}
+	}
+	return n
+}
+
+// logRefusals logs the connections one rule refused since its last line.
+func (s *streamClass) logRefusals(l refusalLine) {
+	s.sv.log.Warn().Stringer("rule", l.rule).Int("refused", l.refused).Str("remote", l.last.String()).Msg("refused")
 }
 
 // serve starts a stream instance for an accepted connection: the
@@ -494,7 +542,7 @@ func (s *streamClass) deadline() time.Time {
 	if s.acc != nil && !s.retryAt.IsZero() {
 		t = earliest(t, s.retryAt)
 	}
-	return t
+	return earliest(t, s.adm.logDeadline())
 }
 
 // tick gives back the slots whose hold has passed and accepts again.
@@ -512,6 +560,11 @@ func (s *streamClass) tick(now time.Time) {
 	if len(s.sources) > 0 && len(s.held) == 0 {
 		s.expire(now)
 	}
+	for r := range ruleCount {
+		if line, ok := s.adm.due(r, now); ok {
+			s.logRefusals(line)
+		}
+	}
 	s.admit(now)
 }
 
@@ -527,19 +580,24 @@ func (s *streamClass) woke(now time.Time) {
 
 // update applies a new config: a new address, port or backlog reopens
 // the socket; a new max takes effect at once, since the slots in use are
-// counted, not stored. Running instances serve their connections to the
-// end; new connections get the new settings.
+// counted, not stored, and so do new admission limits, which are read at
+// each connection (a new rate starts every address with a full bucket).
+// Running instances serve their connections to the end, even those a new
+// per_source or only_from would refuse; new connections get the new
+// settings.
 func (s *streamClass) update(old *conffmt.Service, now time.Time) bool {
 	c := &s.sv.conf
 	if old.Addr != c.Addr || old.Port != c.Port || old.Backlog != c.Backlog {
 		s.sv.closeSockets() // reconcile opens the new one
 	}
+	s.adm.changed(old, c)
 	s.admit(now)
 	return false
 }
 
 func (s *streamClass) status(st *Status, now time.Time) {
 	st.Held = len(s.held)
+	st.Refused = s.adm.refused
 }
 
 // freeze stops the acceptor for a handover; the socket stays open.
@@ -555,7 +613,14 @@ func (s *streamClass) thaw() {
 	}
 }
 
+// snapshot hands over the socket and the held slots. Admission's token
+// buckets are not handed over: the next image starts every address with
+// a full bucket (see admission).
 func (s *streamClass) snapshot(ss *ServiceState) {
+	if s.adm.refused != (Refused{}) {
+		r := s.adm.refused
+		ss.Refused = &r
+	}
 	if s.sock != nil {
 		fd, err := s.sock.dup()
 		if err != nil {
@@ -575,6 +640,9 @@ func (s *streamClass) snapshot(ss *ServiceState) {
 }
 
 func (s *streamClass) restore(ss *ServiceState, now time.Time) error {
+	if ss.Refused != nil {
+		s.adm.refused = *ss.Refused // the buckets are not handed over: they start full
+	}
 	for i, t := range ss.Held {
 		h := hold{until: t, service: true}
 		if i < len(ss.HeldFrom) {

@@ -56,6 +56,25 @@ type Config struct {
 	// owner does, once Shutdown has returned. nil: custody by session
 	// only.
 	Cgroups *initsys.Cgroups
+	// Ended, if not nil, is told when a service ends for good by its own
+	// rules (it becomes done or failed: restart=, retries=), from the
+	// service's goroutine: it must not block.
+	Ended func(End)
+	// Changed, if not nil, is called after any service published a change
+	// of its state (see Readiness); it must not block.
+	Changed func()
+	// Probe runs a readiness or health probe; nil means the real ones
+	// (package probe). Tests replace it.
+	Probe func(ctx context.Context, p conffmt.Probe, proc initsys.Proc) error
+}
+
+// End is a service's end for good (SPEC §8).
+type End struct {
+	Service string
+	Failed  bool           // failed; otherwise done
+	Code    int            // its last exit status, as a shell reports it (128+N for signal N)
+	Action  conffmt.Action // the service's on_failure= or on_success=
+	Reason  string
 }
 
 // DefaultCallTimeout bounds a request to a service's goroutine. A service
@@ -162,6 +181,9 @@ type Supervisor struct {
 	wg       sync.WaitGroup
 
 	groups groups // makes the services' cgroups; nil: none
+
+	deps  *depTable
+	probe func(ctx context.Context, p conffmt.Probe, proc initsys.Proc) error
 }
 
 // New returns a Supervisor with no services. It opens /dev/null for the
@@ -199,6 +221,8 @@ func New(cfg Config) (*Supervisor, error) {
 		services:  make(map[string]*service),
 		cgroups:   make(map[string]*groupRef),
 		groups:    groupsOf(cfg.Cgroups),
+		deps:      newDepTable(cfg.Changed),
+		probe:     probeFunc(cfg),
 	}, nil
 }
 
@@ -232,6 +256,7 @@ func (s *Supervisor) Load(svcs []conffmt.Service) error {
 	}
 	for _, c := range svcs {
 		sv := newService(s, c)
+		s.deps.add(sv)
 		s.services[c.Name] = sv
 		s.order = append(s.order, sv)
 		s.launch(sv)
@@ -318,28 +343,21 @@ func (s *Supervisor) each(names []string, open bool, f func(sv *service, now tim
 // once Shutdown has begun.
 func (s *Supervisor) Enable(names ...string) error {
 	return s.each(names, true, func(sv *service, now time.Time) error {
-		if err := sv.admits("enable"); err != nil {
+		if err := sv.admits(); err != nil {
 			return err
 		}
 		sv.enabled = true
+		sv.again()
 		sv.reconcile(now)
 		return nil
 	})
 }
 
-// admits says, from the service's state, whether a request that may
-// start instances is served: ErrClosed once the service quits.
-func (sv *service) admits(verb string) error {
-	switch sv.state {
-	case stateDone:
+// admits says whether a request that may start instances is served:
+// ErrClosed once the service quits (removed, or shutting down).
+func (sv *service) admits() error {
+	if sv.quitting {
 		return ErrClosed
-	case stateStopping:
-		if sv.quitting {
-			return ErrClosed
-		}
-	case stateDisabled, stateIdle, stateRunning, stateBackoff:
-	default:
-		return fmt.Errorf("cannot %s in state %s", verb, sv.state)
 	}
 	return nil
 }
@@ -359,17 +377,18 @@ func (s *Supervisor) Disable(names ...string) error {
 // begun.
 func (s *Supervisor) Start(name string) error {
 	return s.each([]string{name}, true, func(sv *service, now time.Time) error {
-		if err := sv.admits("start"); err != nil {
+		if err := sv.admits(); err != nil {
 			return err
 		}
 		switch {
 		case sv.state == stateStopping:
-			return errors.New("leftovers of an ended instance are still being stopped")
+			return errors.New("instances or their leftovers are still being stopped")
 		case sv.conf.Class == conffmt.Stream:
 			return errors.New("a stream service starts on connections only")
 		case sv.plan().live >= sv.conf.Max:
 			return ErrAtMax
 		}
+		sv.again()
 		sv.backoff.reset()
 		why := forMin
 		if sv.conf.Class == conffmt.Listener {
@@ -463,7 +482,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	told := make(chan error, len(svcs))
 	for _, sv := range svcs {
 		go func() {
-			_, err := ask(sv, d, func(now time.Time) struct{} { sv.quit(now); return struct{}{} })
+			_, err := ask(sv, d, func(now time.Time) struct{} { sv.quit(now, true); return struct{}{} })
 			told <- err
 		}()
 	}

@@ -132,8 +132,8 @@ func TestCtlLocalEveryCommand(t *testing.T) {
 		t.Fatalf("got %+v, want an ok host with 4 services", h)
 	}
 	s := h.service(t, "web")
-	if s.Class != "daemon" || s.Enabled == nil || !*s.Enabled || s.State != "running" || s.Restarts == nil || len(s.Instances) != 1 || s.Instances[0].PID != web {
-		t.Errorf("web: got %+v, want an enabled running daemon with instance %d", s, web)
+	if s.Class != "daemon" || s.Enabled == nil || !*s.Enabled || s.State != "ready" || s.Restarts == nil || len(s.Instances) != 1 || s.Instances[0].PID != web {
+		t.Errorf("web: got %+v, want an enabled ready daemon with instance %d", s, web)
 	}
 	if ts, err := time.Parse(time.RFC3339, s.Instances[0].Started); err != nil || time.Since(ts) > time.Hour || time.Since(ts) < 0 {
 		t.Errorf("web: got start time %q (%v), want a recent RFC 3339 time", s.Instances[0].Started, err)

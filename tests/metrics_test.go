@@ -93,7 +93,7 @@ func TestMetricsFollowServices(t *testing.T) {
 		`metad_services`: 3,
 		`metad_build_info{version="test-build",goversion="` + buildGoVersion(t, body) + `"}`: 1,
 		`metad_service_info{service="ok",class="daemon"}`:                                    1,
-		`metad_service_state{service="ok",state="running"}`:                                  1,
+		`metad_service_state{service="ok",state="ready"}`:                                    1,
 		`metad_service_state{service="ok",state="disabled"}`:                                 0,
 		`metad_service_enabled{service="ok"}`:                                                1,
 		`metad_service_instances{service="ok"}`:                                              1,
@@ -138,9 +138,9 @@ func TestMetricsFollowServices(t *testing.T) {
 	for series, want := range map[string]float64{
 		`metad_service_enabled{service="later"}`:                 0,
 		`metad_service_state{service="later",state="disabled"}`:  1,
-		`metad_service_state{service="later",state="running"}`:   0,
+		`metad_service_state{service="later",state="ready"}`:     0,
 		`metad_service_instances{service="later"}`:               1,
-		`metad_service_state{service="ok",state="running"}`:      1,
+		`metad_service_state{service="ok",state="ready"}`:        1,
 		`metad_service_state{service="crashy",state="disabled"}`: 0,
 	} {
 		if got := mustValue(t, body, series); got != want {

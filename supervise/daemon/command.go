@@ -46,7 +46,7 @@ func (d *Daemon) startCommand() (int, bool) {
 	// The command gets the signal dispositions and mask metad was started
 	// with (SPEC §9: transparent like tini); services get the defaults.
 	start := initsys.StartSignals()
-	p := &initsys.Proc{Path: path, Argv: argv, Env: os.Environ(), Files: []int{0, 1, 2}, Signals: &start}
+	p := &initsys.Proc{Path: path, Argv: argv, Env: ChildEnv(os.Environ()), Files: []int{0, 1, 2}, Signals: &start}
 	if initsys.InForeground(0) {
 		p.Foreground = true
 	} else {

@@ -63,6 +63,10 @@ type Supervisor interface {
 	Restore(st *supervise.State) error
 	Handover(pause func() (resume func())) (st *supervise.State, resume func(), err error)
 	Shutdown(ctx context.Context) error
+	// Readiness counts the enabled services, the ready or done ones and
+	// the failed ones; StopBound is how long a shutdown may take.
+	Readiness() (enabled, ready, failed int)
+	StopBound() time.Duration
 }
 
 // Controller is what control asks of the services: the methods of
@@ -135,6 +139,11 @@ type Config struct {
 	// another metad answers on it. nil: no control.
 	Control func(d *Daemon, fds ControlFDs) (Control, error)
 	Stderr  io.Writer // for config errors and a command that cannot start; nil: os.Stderr
+	// Ends are the services' ends for good (supervise.Config.Ended);
+	// Changed wakes the loop when a service's state changed
+	// (supervise.Config.Changed). Either may be nil.
+	Ends    <-chan supervise.End
+	Changed <-chan struct{}
 }
 
 // Daemon is a running metad: it owns the phase, the event loop and the
@@ -150,6 +159,7 @@ type Daemon struct {
 	next      atomic.Pointer[Answer] // what the binary CheckReexec checked last answered
 	reloading sync.Mutex             // one reload or hand-over at a time
 	cmd       command
+	parent    parent // metad's own NOTIFY_SOCKET, if any; the loop's
 
 	// What tests replace: the check run, exec(2), signal forwarding and
 	// the config loader.
@@ -172,6 +182,7 @@ func New(cfg Config) *Daemon {
 		exec:    syscall.Exec,
 		forward: initsys.Forward,
 		load:    func(path string) ([]conffmt.Service, error) { return conffmt.Load(path, nil) },
+		parent:  parent{addr: parentSocket()},
 	}
 	d.check = func(path string) (Answer, error) { return runCheck(cfg.Procs, path) }
 	return d
@@ -299,8 +310,15 @@ func (d *Daemon) serve() (int, initsys.Final, cause) {
 			return status, initsys.Poweroff, cause{msg: "shutting down: no command"}
 		}
 	}
+	d.notifyParent(true)
 	for {
 		select {
+		case <-d.cfg.Changed:
+			d.notifyParent(true)
+		case e := <-d.cfg.Ends:
+			if status, ok := endStatus(e); ok {
+				return status, initsys.Poweroff, cause{"a service ended for good: shutting down", []any{"service", e.Service, "failed", e.Failed, "reason", e.Reason, "status", status}}
+			}
 		case e := <-d.cmd.exits:
 			d.cmd.pid = 0
 			return e.Code(), initsys.Poweroff, cause{"command exited", []any{"pid", e.PID, "status", e.String()}}
@@ -343,7 +361,8 @@ func (d *Daemon) mode() initsys.Mode {
 // whatever is stuck; then control closes.
 func (d *Daemon) stop(why cause) {
 	d.set(Stopping, why.msg, why.fields...)
-	end := time.Now().Add(d.cfg.StopTimeout + shutdownSlack)
+	d.sendParent("STOPPING=1", "STATUS=shutting down")
+	end := time.Now().Add(max(d.cfg.StopTimeout, d.cfg.Supervisor.StopBound()) + shutdownSlack)
 	ctx, cancel := context.WithDeadline(context.Background(), end.Add(-closeGrace))
 	defer cancel()
 	qctx, qcancel := context.WithTimeout(ctx, stopQuiesce)
@@ -428,4 +447,20 @@ func (d *Daemon) closeControl(end time.Time) {
 	case <-timer.C:
 		d.log.Error().Msg("cannot close control in time: exiting all the same")
 	}
+}
+
+// endStatus says whether a service's end for good shuts metad down
+// (on_failure=shutdown, on_success=shutdown), and with which exit status:
+// the service's last for a failure, 0 for a success.
+func endStatus(e supervise.End) (int, bool) {
+	if e.Action != conffmt.ActionShutdown {
+		return 0, false
+	}
+	if !e.Failed {
+		return ExitOK, true
+	}
+	if e.Code == 0 { // failed without a status of its own: a pidfile daemon never found
+		return ExitFail, true
+	}
+	return e.Code, true
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -270,3 +271,6 @@ func (r *rig) wait(t *testing.T) (int, initsys.Final) {
 	res := <-r.result
 	return res[0], initsys.Final(res[1])
 }
+
+func (f *fakeSup) Readiness() (enabled, ready, failed int) { return 0, 0, 0 }
+func (f *fakeSup) StopBound() time.Duration                { return 0 }

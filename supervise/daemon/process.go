@@ -6,6 +6,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"metad/conffmt"
 	"metad/init"
 	"metad/supervise"
 )
@@ -69,7 +70,26 @@ func Main(o Options, log zerolog.Logger, control func(*Daemon, ControlFDs) (Cont
 	if err != nil {
 		log.Info().Err(err).Msg("no cgroup per service: custody by session only")
 	}
-	sup, err := supervise.New(supervise.Config{Log: log, Procs: reaper, StopTimeout: o.StopTimeout, Inherited: inherited, Cgroups: cgroups})
+	ends, changed := make(chan supervise.End, 1), make(chan struct{}, 1)
+	sup, err := supervise.New(supervise.Config{
+		Log: log, Procs: reaper, StopTimeout: o.StopTimeout, Inherited: inherited, Cgroups: cgroups,
+		Env: ChildEnv(os.Environ()),
+		Ended: func(e supervise.End) {
+			if e.Action != conffmt.ActionShutdown {
+				return
+			}
+			select {
+			case ends <- e:
+			default: // one is enough to stop metad
+			}
+		},
+		Changed: func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		},
+	})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start supervisor")
 	} else {
@@ -80,6 +100,7 @@ func Main(o Options, log zerolog.Logger, control func(*Daemon, ControlFDs) (Cont
 		d := New(Config{
 			Options: o, Log: log, Exe: exe, Machine: machine, Signals: sigs, Procs: reaper,
 			Supervisor: sup, Inherited: inherited, Handed: handed, Control: control,
+			Ends: ends, Changed: changed,
 		})
 		status, final = d.Run()
 	}
