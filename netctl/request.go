@@ -422,10 +422,8 @@ func serviceOf(s supervise.Status) Service {
 		CheckFails:   s.CheckFails,
 		Unhealthy:    s.Unhealthy,
 	}
-	if reportsReadiness() {
-		ready := s.Ready
-		out.Ready = &ready
-	}
+	ready := s.Ready
+	out.Ready = &ready
 	if l := s.LastStop; l != nil {
 		out.LastStop = &LastStop{At: l.At, Took: l.Took.Seconds(), Killed: l.Killed}
 	}
@@ -448,12 +446,6 @@ func serviceOf(s supervise.Status) Service {
 	}
 	return out
 }
-
-// reportsReadiness says whether the supervisor tells ready services from
-// started ones: it has the state "ready". Until then Status.Ready is not
-// filled, and the reply leaves "ready" out, so that clients fall back on
-// the state instead of reading every service as not ready.
-func reportsReadiness() bool { return slices.Contains(supervise.States(), "ready") }
 
 func (h *Handler) kill(args []string) (Reply, error) {
 	sig := syscall.SIGTERM
