@@ -24,9 +24,9 @@ func snapshot() *Snapshot {
 		GoVersion: "go1.26.8",
 		Process:   Process{Goroutines: 12, StartTime: at.Add(-time.Hour), CPUSeconds: 1.25, RSSBytes: 8 << 20, OpenFDs: 9, MaxFDs: 1024},
 		Services: []supervise.Status{
-			{Name: "web", Class: conffmt.Daemon, Enabled: true, State: "running", Instances: []supervise.Instance{{PID: 10}, {PID: 11}}, Restarts: 4, Starts: 6, Exits: 4, LastExit: &supervise.LastExit{Code: 1},
+			{Name: "web", Class: conffmt.Daemon, Enabled: true, State: "ready", Instances: []supervise.Instance{{PID: 10}, {PID: 11}}, Restarts: 4, Starts: 6, Exits: 4, LastExit: &supervise.LastExit{Code: 1},
 				Ready: true, Health: "healthy", Unhealthy: 1},
-			{Name: "echo", Class: conffmt.Stream, Enabled: true, State: "running", Port: 7, Held: 2, Restarts: 7, Crashes: 2,
+			{Name: "echo", Class: conffmt.Stream, Enabled: true, State: "ready", Port: 7, Held: 2, Restarts: 7, Crashes: 2,
 				Ready: true, Refused: supervise.Refused{PerSource: 3, Rate: 5, OnlyFrom: 8}},
 			{Name: "cron", Class: conffmt.Daemon, Enabled: true, State: "backoff", Crashes: 3, Restarts: 3, Starts: 5, Exits: 5, LastExit: &supervise.LastExit{Code: 137, Status: "signal 9 (killed)", Outcome: "crashed"}, NextStart: at, NextReason: "min", Custody: []int{20, 21, 22},
 				Health: "unhealthy", HealthError: "HTTP 500", CheckFails: 3, Unhealthy: 4},
