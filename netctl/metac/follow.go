@@ -89,7 +89,7 @@ func (f *follower) run() int {
 	if f.o.timeout > 0 {
 		f.limit = time.Now().Add(f.o.timeout)
 	}
-	before, err := f.statusBefore(names)
+	before, err := f.statusBefore(act, names)
 	if err != nil {
 		return f.out.fail(f.failHost, err.Error())
 	}
@@ -148,17 +148,47 @@ func (f *follower) ask(req netctl.Request, hosts []string) ([]netctl.Answer, err
 
 // statusBefore reads the status of the named services on every host, and
 // sets the command that reads it from then on: status, or list when a
-// host is a metad too old to have status.
-func (f *follower) statusBefore(names []string) ([]netctl.Answer, error) {
+// host is a metad too old to have status. Before start, stop and restart
+// a list of every service tells first whether the names are known there:
+// a status of an unknown name would fail, and metad would log that
+// failure before the command's own. A host that does not know them all
+// is not asked; the command then fails there, as it would without a wait.
+func (f *follower) statusBefore(act action, names []string) ([]netctl.Answer, error) {
+	hosts := f.hosts
+	if act != actWait {
+		all, err := f.ask(netctl.NewRequest("list"), hosts)
+		if err != nil {
+			return nil, err
+		}
+		hosts = nil
+		for _, a := range all {
+			if a.Reply != nil && a.Reply.OK && knowsAll(a.Reply.Services, names) {
+				hosts = append(hosts, a.Host)
+			}
+		}
+		if len(hosts) == 0 {
+			return nil, nil
+		}
+	}
 	f.poll = "status"
-	before, err := f.ask(netctl.NewRequest(f.poll, names...), f.hosts)
+	before, err := f.ask(netctl.NewRequest(f.poll, names...), hosts)
 	if err == nil && slices.ContainsFunc(before, func(a netctl.Answer) bool {
 		return a.Reply != nil && strings.HasPrefix(a.Reply.Error, `unknown command "status"`)
 	}) {
 		f.poll = "list"
-		before, err = f.ask(netctl.NewRequest(f.poll, names...), f.hosts)
+		before, err = f.ask(netctl.NewRequest(f.poll, names...), hosts)
 	}
 	return before, err
+}
+
+// knowsAll reports whether every name is one of svcs.
+func knowsAll(svcs []netctl.Service, names []string) bool {
+	for _, n := range names {
+		if !slices.ContainsFunc(svcs, func(s netctl.Service) bool { return s.Name == n }) {
+			return false
+		}
+	}
+	return true
 }
 
 // expect takes each host's answer to the command: an error is reported;

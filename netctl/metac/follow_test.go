@@ -28,6 +28,8 @@ func (s *script) call(req netctl.Request, hosts []string, _ time.Duration) ([]ne
 		switch {
 		case req.Command == "status" && s.noStatus:
 			out = append(out, netctl.Answer{Host: h, Reply: &netctl.Reply{Error: `unknown command "status" (commands: ...)`}})
+		case req.Command == "list" && len(req.Args) == 0: // which services there are
+			out = append(out, netctl.Answer{Host: h, Reply: &netctl.Reply{OK: true, Services: s.looks[h][:1]}})
 		case req.Command == "status" || req.Command == "list":
 			looks := s.looks[h]
 			i := min(s.asked[h], len(looks)-1)
@@ -62,32 +64,35 @@ func TestFollower(t *testing.T) {
 	}{
 		{"start: ready", []string{"start", "web"}, []string{localHost},
 			&script{looks: map[string][]netctl.Service{localHost: {idle, up}}, reply: map[string]*netctl.Reply{localHost: okReply}},
-			"web: ready (pid 812)\n", "", exitOK, "status start status status"},
+			"web: ready (pid 812)\n", "", exitOK, "list status start status status"},
 		{"start: crashed", []string{"start", "web"}, []string{localHost},
 			&script{looks: map[string][]netctl.Service{localHost: {idle, crashed}}, reply: map[string]*netctl.Reply{localHost: okReply}},
-			"", "metac: web: not ready: exit status 3, next start in 1h0m0s\n", exitFailed, "status start status"},
+			"", "metac: web: not ready: exit status 3, next start in 1h0m0s\n", exitFailed, "list status start status"},
 		{"start: refused", []string{"start", "web"}, []string{localHost},
 			&script{looks: map[string][]netctl.Service{localHost: {idle}}, reply: map[string]*netctl.Reply{localHost: {Error: "service \"web\": already running its maximum of instances"}}},
-			"", "metac: service \"web\": already running its maximum of instances\n", exitFailed, "status start"},
+			"", "metac: service \"web\": already running its maximum of instances\n", exitFailed, "list status start"},
 		{"stop on two hosts, one silent", []string{"stop", "web"}, []string{"a", "b"},
 			&script{looks: map[string][]netctl.Service{"a": {up, gone}, "b": {up}}, reply: map[string]*netctl.Reply{"a": okReply}},
-			"a: web: killed after 2s\n", "metac: b: no answer\n", exitNoAnswer, "status stop status"},
+			"a: web: killed after 2s\n", "metac: b: no answer\n", exitNoAnswer, "list status stop status"},
 		{"stop as JSON", []string{"stop", "web", "--json"}, []string{localHost},
 			&script{looks: map[string][]netctl.Service{localHost: {up, gone}}, reply: map[string]*netctl.Reply{localHost: okReply}},
-			`{"host":"local","name":"box","ok":true,"error":"","outcomes":[{"service":"web","ok":true,"outcome":"killed after 2s"}]}` + "\n", "", exitOK, "status stop status"},
+			`{"host":"local","name":"box","ok":true,"error":"","outcomes":[{"service":"web","ok":true,"outcome":"killed after 2s"}]}` + "\n", "", exitOK, "list status stop status"},
 		{"start as JSON, failed", []string{"--json", "start", "web"}, []string{localHost},
 			&script{looks: map[string][]netctl.Service{localHost: {idle, crashed}}, reply: map[string]*netctl.Reply{localHost: okReply}},
 			`{"host":"local","name":"box","ok":false,"error":"web: not ready: exit status 3, next start in 1h0m0s","outcomes":[{"service":"web","ok":false,"outcome":"not ready: exit status 3, next start in 1h0m0s"}]}` + "\n",
-			"", exitFailed, "status start status"},
+			"", exitFailed, "list status start status"},
 		{"wait: not ready in time", []string{"wait", "-t", "250ms", "web"}, []string{localHost},
 			&script{looks: map[string][]netctl.Service{localHost: {idle}}},
 			"", "metac: web: not ready within 250ms: idle\n", exitFailed, "status status"},
 		{"wait: ready", []string{"wait", "web"}, []string{localHost},
 			&script{looks: map[string][]netctl.Service{localHost: {idle, up}}},
 			"web: ready (pid 812)\n", "", exitOK, "status status status"},
+		{"an unknown service: no wait, no status asked", []string{"stop", "nope"}, []string{localHost},
+			&script{looks: map[string][]netctl.Service{localHost: {up}}, reply: map[string]*netctl.Reply{localHost: {Error: `unknown service "nope"`}}},
+			"", "metac: unknown service \"nope\"\n", exitFailed, "list stop"},
 		{"an old metad: list instead of status", []string{"stop", "web"}, []string{localHost},
 			&script{noStatus: true, looks: map[string][]netctl.Service{localHost: {up, gone}}, reply: map[string]*netctl.Reply{localHost: okReply}},
-			"web: killed after 2s\n", "", exitOK, "status list stop list"},
+			"web: killed after 2s\n", "", exitOK, "list status list stop list"},
 	}
 	for _, tt := range tests {
 		o, err := parse(tt.args)

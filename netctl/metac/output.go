@@ -237,10 +237,7 @@ func writeStatus(w io.Writer, svcs []netctl.Service, now time.Time) {
 		if i > 0 {
 			fmt.Fprintln(bw)
 		}
-		head := s.Name + "  " + s.State
-		if s.Reason != "" {
-			head += " (" + s.Reason + ")"
-		}
+		head := s.Name + "  " + stateText(s)
 		if s.Since != nil {
 			head += " for " + since(now, *s.Since)
 		}

@@ -121,10 +121,10 @@ func TestWriteStatus(t *testing.T) {
 			"  refused: per_source 4, rate 0, only_from 12\n" +
 			"  restarts 0, crashes in a row 0, started 0, ended 0\n"},
 		{"a stream that refused nothing", netctl.Service{
-			Name: "echo", Class: "stream", Enabled: true, State: "idle", Ready: yes, Port: 7007, Refused: &netctl.Refused{},
+			Name: "echo", Class: "stream", Enabled: false, State: "disabled", Reason: "disabled", Ready: no, Port: 7007, Refused: &netctl.Refused{},
 		}, "" +
-			"echo  idle\n" +
-			"  stream, enabled, ready, port 7007\n" +
+			"echo  disabled\n" +
+			"  stream, disabled, not ready, port 7007\n" +
 			"  restarts 0, crashes in a row 0, started 0, ended 0\n"},
 	}
 	for _, tt := range tests {

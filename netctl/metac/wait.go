@@ -127,15 +127,15 @@ func (w *watch) look(now netctl.Service, at time.Time) (outcome, bool) {
 	case startFailed && !isReady:
 		return outcome{false, "not ready: " + failure(now, true) + nextStart(now, at)}, true
 	case isReady && (fresh || w.act != actStart && now.Class != "daemon" || w.act == actWait):
-		if w.seen != nil && w.seen.Exits == now.Exits {
-			if w.act == actWait { // any instance is the one waited for
-				return outcome{true, readyText(netctl.Service{}, now, true)}, true
-			}
-			return outcome{true, readyText(w.before, now, fresh)}, true
+		if w.act == actWait { // any instance is the one waited for
+			return w.confirm(now, readyText(netctl.Service{}, now, true))
 		}
-		seen := now
-		w.seen = &seen
-		return outcome{}, false
+		return w.confirm(now, readyText(w.before, now, fresh))
+	case w.act == actStart && now.State == "disabled" && fresh && newestPID(w.before, now) != 0:
+		// A disabled service runs the instance a start gave it, and
+		// metad tells no readiness for it: it runs, and is not started
+		// again when it ends.
+		return w.confirm(now, "started (pid "+strconv.Itoa(newestPID(w.before, now))+", disabled)")
 	case w.act == actRestart && !fresh && !isReady && (now.State == "disabled" || now.State == "idle"):
 		// Stopped, and the class rules start nothing now.
 		text := "stopped (" + now.State
@@ -145,6 +145,18 @@ func (w *watch) look(now netctl.Service, at time.Time) (outcome, bool) {
 		return outcome{true, text + ")"}, true
 	}
 	w.seen = nil
+	return outcome{}, false
+}
+
+// confirm returns the outcome text once two looks in a row find the
+// service as it is now, with no instance ended between them; else it
+// keeps now for the next look.
+func (w *watch) confirm(now netctl.Service, text string) (outcome, bool) {
+	if w.seen != nil && w.seen.Exits == now.Exits {
+		return outcome{true, text}, true
+	}
+	seen := now
+	w.seen = &seen
 	return outcome{}, false
 }
 
