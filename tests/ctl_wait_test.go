@@ -70,10 +70,10 @@ func TestCtlWaitForOutcome(t *testing.T) {
 		t.Errorf("metac restart web: got status %d, stdout %q, stderr %q; want 0 and %q, a new pid", status, out, errOut, want)
 	}
 
-	// start of a disabled service: ready, with the pid of its instance.
+	// start of a disabled service: it runs the one instance, with its pid.
 	out, errOut, status = c.run("start", "later")
 	later := m.waitEvent(1, "later to start", msg("started", "later")).int("pid")
-	if want := "later: ready (pid " + strconv.Itoa(later) + ")\n"; status != 0 || out != want || errOut != "" {
+	if want := "later: started (pid " + strconv.Itoa(later) + ", disabled)\n"; status != 0 || out != want || errOut != "" {
 		t.Errorf("metac start later: got status %d, stdout %q, stderr %q; want 0 and %q", status, out, errOut, want)
 	}
 

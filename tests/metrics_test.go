@@ -100,10 +100,16 @@ func TestMetricsFollowServices(t *testing.T) {
 		`metad_service_restarts_total{service="ok"}`:                                         0,
 		`metad_service_custody_processes{service="ok"}`:                                      0,
 		`metad_service_held_slots{service="ok"}`:                                             0,
+		`metad_service_ready{service="ok"}`:                                                  1,
+		`metad_service_ready{service="crashy"}`:                                              0,
+		`metad_service_unhealthy_total{service="ok"}`:                                        0,
 	} {
 		if got := mustValue(t, body, series); got != want {
 			t.Errorf("%s: got %v, want %v", series, got, want)
 		}
+	}
+	if _, ok := seriesValue(body, `metad_service_healthy{service="ok"}`); ok {
+		t.Errorf("metad_service_healthy for a service without a check, want none:\n%s", body)
 	}
 	first := mustValue(t, body, `metad_service_restarts_total{service="crashy"}`)
 	if first < 2 {
