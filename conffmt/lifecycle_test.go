@@ -86,9 +86,6 @@ func TestParseLifecycleOptions(t *testing.T) {
 		{"check options", "d daemon check_every=1m check=tcp:80 check_timeout=500ms check_fails=1 sh", with(withCheck(tcpProbe("tcp:80", "127.0.0.1:80")), func(s *Service) {
 			s.CheckEvery, s.CheckTimeout, s.CheckFails = time.Minute, 500*time.Millisecond, 1
 		})},
-		{"check stream", "s stream port=80 check=tcp:80 sh", with(stream, func(s *Service) {
-			s.Check, s.CheckEvery, s.CheckTimeout, s.CheckFails = tcpProbe("tcp:80", "127.0.0.1:80"), 10*time.Second, 5*time.Second, 3
-		})},
 
 		// watchdog= and quiet=
 		{"watchdog", "d daemon watchdog=30s ready=notify sh", with(daemon, func(s *Service) {
@@ -166,6 +163,7 @@ func TestParseLifecycleOptionErrors(t *testing.T) {
 		{"restart underscore", "web daemon restart=on_failure sh", `1:12: invalid restart "on_failure": want always, on-failure or never`},
 		{"restart listener", "web listener port=80 restart=never sh", `1:22: option "restart" does not apply to class listener`},
 		{"restart stream", "web stream port=80 restart=never sh", `1:20: option "restart" does not apply to class stream`},
+		{"check stream", "s stream port=80 check=tcp:80 sh", `1:18: option "check" does not apply to class stream`},
 		{"retries negative", "web daemon retries=-1 sh", `1:12: invalid retries "-1": want a whole number from 0 to 1000000`},
 		{"retries word", "web daemon retries=many sh", `1:12: invalid retries "many": want a whole number from 0 to 1000000`},
 		{"on_failure unknown", "web daemon on_failure=restart sh", `1:12: invalid on_failure "restart": want none or shutdown`},

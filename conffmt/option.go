@@ -305,7 +305,7 @@ var options = [numOptions]option{
 	optOnSuccess:   actionOption("on_success", func(s *Service) *Action { return &s.OnSuccess }),
 	optStopTimeout: durationOption("stop_timeout", every, 0, true, func(s *Service) *time.Duration { return &s.StopTimeout }),
 	optCheck: {
-		key: "check", classes: every,
+		key: "check", classes: daemons | listeners, // a stream's instances are its connections: nothing to check
 		set: func(r *Resolver, s *Service, val string) (err error) { s.Check, err = parseCheck(r, val); return err },
 		print: func(s *Service) []string {
 			if s.Check.Kind == ProbeNone {
@@ -314,9 +314,9 @@ var options = [numOptions]option{
 			return []string{s.Check.Text}
 		},
 	},
-	optCheckEvery:   checkOption(durationOption("check_every", every, defaultCheckEvery, true, func(s *Service) *time.Duration { return &s.CheckEvery })),
-	optCheckTimeout: checkOption(durationOption("check_timeout", every, defaultCheckTimeout, true, func(s *Service) *time.Duration { return &s.CheckTimeout })),
-	optCheckFails:   checkOption(countOption("check_fails", every, 1, defaultCheckFails, func(s *Service) *int { return &s.CheckFails })),
+	optCheckEvery:   checkOption(durationOption("check_every", daemons|listeners, defaultCheckEvery, true, func(s *Service) *time.Duration { return &s.CheckEvery })),
+	optCheckTimeout: checkOption(durationOption("check_timeout", daemons|listeners, defaultCheckTimeout, true, func(s *Service) *time.Duration { return &s.CheckTimeout })),
+	optCheckFails:   checkOption(countOption("check_fails", daemons|listeners, 1, defaultCheckFails, func(s *Service) *int { return &s.CheckFails })),
 	optWatchdog:     durationOption("watchdog", every, 0, true, func(s *Service) *time.Duration { return &s.Watchdog }),
 	optQuiet:        durationOption("quiet", every, 0, true, func(s *Service) *time.Duration { return &s.Quiet }),
 	optPerSource:    countOption("per_source", streams, 1, 0, func(s *Service) *int { return &s.PerSource }),

@@ -21,8 +21,8 @@ job daemon min=0 max=1 period=30 pidfile=/run/job.pid user=1234 needs=web after=
 hello listen min=1 port=http addr=127.0.0.1 backlog=5 user=root ready=fd:4 check=http://[::1]:80/health?x=1 \
     check_every=1m check_timeout=2s check_fails=1 watch_output quiet=30s /bin/sh
 echo stream max=3 port=daytime addr=fe80::1%eth0 stop=40 enabled=no limit=as=1G:infinity limit=cpu=1h \
-    per_source=2 rate=10/1 only_from=10.1.2.3/8,::ffff:192.0.2.1,2001:db8::/32,10.0.0.0/8 check=tcp:daytime cat
-plain stream port=7 check=exec:true cat
+    per_source=2 rate=10/1 only_from=10.1.2.3/8,::ffff:192.0.2.1,2001:db8::/32,10.0.0.0/8 cat
+plain stream port=7 cat
 note daemon ready=notify watchdog=10s check=tcp:[::1]:http needs=plain,job after=job sh
 `
 
@@ -38,8 +38,8 @@ func TestPrint(t *testing.T) {
 	want := `web daemon min=2 max=4 period=1h30m dir=/srv user=www:adm watch_output=yes enabled=no env=A=1 'env=B=two words' env=C= env_file=/etc/web.env env_file=-/etc/web.local crash=500ms backoff=2m stop=QUIT argv0=-nginx umask=0027 nice=-5 limit=nofile=1024:4096 limit=core=infinity ready=started ready_timeout=1m30s restart=always retries=0 on_failure=none on_success=none nginx -g 'daemon off;' it\'s '' \#x a=b \# \$HOME \~ 'tab	here'
 job daemon min=0 max=1 period=30s dir=/ user=1234 pidfile=/run/job.pid watch_output=no enabled=yes crash=10s backoff=5m stop=TERM argv0=sh 'ready=exec:test -e '\''/run/job ready'\' ready_timeout=5s after=hello needs=web restart=on-failure retries=3 on_failure=shutdown on_success=shutdown stop_timeout=1m sh -c 'date; sleep 1'
 hello listener min=1 max=1 port=80 addr=127.0.0.1 backlog=5 dir=/ user=root watch_output=yes enabled=yes crash=10s backoff=5m stop=TERM argv0=/bin/sh ready=fd:4 ready_timeout=1m30s retries=0 on_failure=none on_success=none check=http://\[::1]:80/health\?x=1 check_every=1m check_timeout=2s check_fails=1 quiet=30s /bin/sh
-echo stream max=3 port=13 addr=fe80::1%eth0 backlog=128 dir=/ watch_output=no enabled=no crash=10s backoff=5m stop=40 argv0=cat limit=as=1G:infinity limit=cpu=3600 ready=started ready_timeout=1m30s retries=0 on_failure=none on_success=none check=tcp:daytime check_every=10s check_timeout=5s check_fails=3 per_source=2 rate=10/1s only_from=10.0.0.0/8,192.0.2.1/32,2001:db8::/32 cat
-plain stream max=128 port=7 backlog=128 dir=/ watch_output=no enabled=yes crash=10s backoff=5m stop=TERM argv0=cat ready=started ready_timeout=1m30s retries=0 on_failure=none on_success=none check=exec:true check_every=10s check_timeout=5s check_fails=3 cat
+echo stream max=3 port=13 addr=fe80::1%eth0 backlog=128 dir=/ watch_output=no enabled=no crash=10s backoff=5m stop=40 argv0=cat limit=as=1G:infinity limit=cpu=3600 ready=started ready_timeout=1m30s retries=0 on_failure=none on_success=none per_source=2 rate=10/1s only_from=10.0.0.0/8,192.0.2.1/32,2001:db8::/32 cat
+plain stream max=128 port=7 backlog=128 dir=/ watch_output=no enabled=yes crash=10s backoff=5m stop=TERM argv0=cat ready=started ready_timeout=1m30s retries=0 on_failure=none on_success=none cat
 note daemon min=1 max=1 period=0s dir=/ watch_output=no enabled=yes crash=10s backoff=5m stop=TERM argv0=sh ready=notify ready_timeout=1m30s after=job needs=plain,job restart=always retries=0 on_failure=none on_success=none check=tcp:\[::1]:http check_every=10s check_timeout=5s check_fails=3 watchdog=10s sh
 `
 	if got := b.String(); got != want {

@@ -48,8 +48,9 @@ func TestHealthHTTPCheck(t *testing.T) {
 			return e.str("svc") == "web" && e.int("pid") == pid && e.str("message") == "request "+strconv.Itoa(code)
 		}
 	}
-	// Healthy: ten checks pass, and nothing is stopped or started again.
-	m.waitEvent(10, "ten healthy checks", requests(200, first.int("pid")))
+	// Healthy: 25 checks in a row pass (5 s), and nothing is stopped or
+	// started again.
+	m.waitEvent(25, "25 healthy checks", requests(200, first.int("pid")))
 	if n := m.count(msg("started", "web")); n != 1 {
 		t.Fatalf("healthy server: got %d starts, want 1", n)
 	}
