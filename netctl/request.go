@@ -235,13 +235,13 @@ var commands = map[string]command{
 	"disable": {args: "SERVICE...", what: "start nothing more; instances run on", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
 		return Reply{}, h.Controller.Disable(a...)
 	}},
-	"start": {args: "SERVICE", what: "start one instance now", min: 1, max: 1, do: func(h *Handler, a []string) (Reply, error) {
+	"start": {args: "SERVICE", what: "start one instance now; metac waits until it is ready", min: 1, max: 1, do: func(h *Handler, a []string) (Reply, error) {
 		return Reply{}, h.Controller.Start(a[0])
 	}},
-	"stop": {args: "SERVICE...", what: "disable, and stop every instance", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
+	"stop": {args: "SERVICE...", what: "disable, and stop every instance; metac waits until they are gone", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
 		return Reply{}, h.Controller.Stop(a...)
 	}},
-	"restart": {args: "SERVICE...", what: "stop the instances; the class rules start new ones", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
+	"restart": {args: "SERVICE...", what: "stop the instances; the class rules start new ones; metac waits until ready", min: 1, max: -1, do: func(h *Handler, a []string) (Reply, error) {
 		return Reply{}, h.Controller.Restart(a...)
 	}},
 	"kill":   {args: "SERVICE [SIGNAL]", what: "send SIGNAL (default TERM) to every instance", min: 1, max: 2, check: checkKill, do: (*Handler).kill},

@@ -163,6 +163,7 @@ func (d *daemonClass) adopt(p *pending, now time.Time) error {
 		return err
 	}
 	switch k := sv.conf.Ready.Kind; {
+	case k == conffmt.ReadyStarted && sv.oneShot():
 	case k == conffmt.ReadyStarted:
 		inst.ready = true
 		sv.startHealth(inst, now)

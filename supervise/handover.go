@@ -651,7 +651,7 @@ func (sv *service) restore(ss ServiceState) error {
 func (sv *service) restoreReadiness(inst *instance, is InstanceState, now time.Time) {
 	inst.ready, inst.readyBy, inst.late = is.Ready, is.ReadyBy, is.Late
 	switch k := sv.conf.Ready.Kind; {
-	case inst.ready || inst.asked || inst.launcher:
+	case inst.ready || inst.asked || inst.launcher || sv.oneShot():
 	case k == conffmt.ReadyStarted:
 		inst.ready = true
 	case k == conffmt.ReadyFD:

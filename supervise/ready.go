@@ -130,7 +130,7 @@ func (sv *service) readiness(files []int) ([]int, func(inst *instance, now time.
 	switch r.Kind {
 	case conffmt.ReadyStarted:
 		return files, func(inst *instance, now time.Time) {
-			if !inst.launcher {
+			if !inst.launcher && !sv.oneShot() {
 				inst.ready = true
 				sv.startHealth(inst, now)
 			}
@@ -303,6 +303,8 @@ func (sv *service) startingReason() string {
 	switch {
 	case sv.plan().live > len(sv.instances):
 		why = "waiting for the daemon's pidfile"
+	case sv.oneShot():
+		why = "running once (restart=never): done when it exits 0"
 	case sv.conf.Ready.Kind == conffmt.ReadyStarted:
 		why = "starting"
 	default:
@@ -371,4 +373,13 @@ func (sv *service) byPID(pid int) *instance {
 		}
 	}
 	return nil
+}
+
+// oneShot reports whether the service is a one-shot: a restart=never
+// daemon with ready=started, which is never ready while it runs but done
+// once it has exited 0 — what after= waits for (SPEC §8, s6-rc's
+// oneshots).
+func (sv *service) oneShot() bool {
+	c := &sv.conf
+	return c.Class == conffmt.Daemon && c.Restart == conffmt.RestartNever && c.Ready.Kind == conffmt.ReadyStarted
 }

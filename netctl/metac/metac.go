@@ -86,8 +86,9 @@ over the network; -b [BCAST]: every metad on the local subnets (or on BCAST);
 
 Commands:
 %[5]s
-Exit status: 0 all answered ok, 1 a host answered with an error, 2 usage or
-local error, 3 a host did not answer (or nobody answered a broadcast).
+Exit status: 0 all answered ok, 1 a host answered with an error or a service
+did not have the outcome waited for, 2 usage or local error, 3 a host did not
+answer (or nobody answered a broadcast).
 `
 
 // options is a parsed metac command line.
