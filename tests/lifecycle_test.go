@@ -314,8 +314,9 @@ func TestLifecycleStopOrder(t *testing.T) {
 	for _, arg := range []string{db, api, web, stub} {
 		killLeftovers(t, sleeping(arg))
 	}
-	conf := "web daemon after=api /bin/sleep " + web + "\n" +
-		"api daemon after=db /bin/sleep " + api + "\n" +
+	// Neither the file's order nor its reverse is the order of the stops.
+	conf := "api daemon after=db /bin/sleep " + api + "\n" +
+		"web daemon after=api /bin/sleep " + web + "\n" +
 		"db daemon /bin/sleep " + db + "\n" +
 		"stubborn daemon stop_timeout=1s /bin/sh -c " + shq(`trap "" TERM; exec sleep `+stub) + "\n"
 	const global = 30 * time.Second
