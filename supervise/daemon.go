@@ -83,7 +83,6 @@ func (d *daemonClass) ended(inst *instance, end ending) {
 		return
 	}
 	sv.countEnd(now, end)
-	sv.policy(end)
 }
 
 func (d *daemonClass) deadline() time.Time {
@@ -130,7 +129,6 @@ func (d *daemonClass) tick(now time.Time) {
 		ran := now.Sub(p.started)
 		end := ending{ran: ran, outcome: Classify(ran, sv.conf.Crash, 1, 0, false)}
 		sv.countEnd(now, end)
-		sv.policy(end)
 	}
 	if len(sv.instances)+len(d.pending) >= sv.conf.Max {
 		d.skipPeriods(now)

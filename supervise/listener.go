@@ -102,7 +102,6 @@ func (l *listenerClass) close() {
 
 func (l *listenerClass) ended(_ *instance, end ending) {
 	l.sv.countEnd(end.exit.Time, end)
-	l.sv.policy(end)
 	if len(l.sv.instances) == 0 && l.sv.active() {
 		l.watch()
 	}

@@ -271,8 +271,14 @@ func (sv *service) run() {
 		sv.stopHelpers() // the next image runs its own
 	}
 	sv.closeNotify()
-	if !sv.abandoned {
+	switch {
+	case sv.abandoned:
+	case sv.end.kind == endFailed: // the failure stays what it said last
+		sv.set(stateFailed, "nothing left; "+sv.end.reason)
+	default:
 		sv.set(stateDone, "nothing left")
+	}
+	if !sv.abandoned {
 		sv.sup.releaseGroup(sv.conf.Name, sv.group)
 	}
 	sv.sup.deps.gone(sv)
@@ -576,12 +582,15 @@ func (sv *service) takeExit(inst *instance, e initsys.Exit) ending {
 }
 
 // countEnd updates the restart counter and the backoff record after a
-// daemon's or listener's run, logging the delay a crash imposes.
+// daemon's or listener's run, applies the restart policy, and logs the
+// delay a crash imposes on the next start, if one is to come.
 func (sv *service) countEnd(now time.Time, end ending) {
 	if !end.asked && !sv.quitting {
 		sv.restarts++
 	}
-	if d := sv.backoff.record(now, end.outcome, sv.conf.Backoff); d > 0 {
+	d := sv.backoff.record(now, end.outcome, sv.conf.Backoff)
+	sv.policy(end)
+	if d > 0 && sv.end.kind == endNone {
 		sv.log.Warn().Int("crashes", sv.backoff.crashes).Stringer("delay", d).Msg("backoff")
 	}
 }
