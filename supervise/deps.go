@@ -235,3 +235,34 @@ func (s *Supervisor) StopBound() time.Duration {
 	}
 	return bound
 }
+
+// refreshDeps reads what the service's dependencies and dependants
+// published: a needed service that went down stops this one's instances;
+// at shutdown, dependants that have stopped let this one stop.
+func (sv *service) refreshDeps(now time.Time) {
+	v := sv.sup.deps.view(sv)
+	if v.down != "" && sv.deps.down == "" && !sv.quitting && len(sv.instances) > 0 {
+		sv.log.Info().Str("needs", v.down).Msg("a needed service is down: stopping")
+		sv.stopInstances(now)
+	}
+	sv.deps = v
+	if sv.quitting && sv.holding != "" {
+		if sv.holding = sv.sup.deps.holding(sv); sv.holding == "" {
+			sv.stopInstances(now)
+		}
+	}
+}
+
+// publish tells the services that depend on this one, those it depends
+// on, and metad's readiness, where it stands.
+func (sv *service) publish() {
+	live := sv.plan().live
+	sv.sup.deps.publish(sv, depState{
+		state:    sv.state,
+		ready:    sv.ready() || sv.state == stateDone && sv.end.kind == endDone,
+		failed:   sv.state == stateFailed,
+		enabled:  sv.enabled,
+		quitting: sv.quitting,
+		idle:     live == 0 && sv.custody.empty(),
+	})
+}

@@ -712,37 +712,6 @@ func (sv *service) quit(now time.Time, ordered bool) {
 	sv.reconcile(now)
 }
 
-// refreshDeps reads what the service's dependencies and dependants
-// published: a needed service that went down stops this one's instances;
-// at shutdown, dependants that have stopped let this one stop.
-func (sv *service) refreshDeps(now time.Time) {
-	v := sv.sup.deps.view(sv)
-	if v.down != "" && sv.deps.down == "" && !sv.quitting && len(sv.instances) > 0 {
-		sv.log.Info().Str("needs", v.down).Msg("a needed service is down: stopping")
-		sv.stopInstances(now)
-	}
-	sv.deps = v
-	if sv.quitting && sv.holding != "" {
-		if sv.holding = sv.sup.deps.holding(sv); sv.holding == "" {
-			sv.stopInstances(now)
-		}
-	}
-}
-
-// publish tells the services that depend on this one, those it depends
-// on, and metad's readiness, where it stands.
-func (sv *service) publish() {
-	live := sv.plan().live
-	sv.sup.deps.publish(sv, depState{
-		state:    sv.state,
-		ready:    sv.ready() || sv.state == stateDone && sv.end.kind == endDone,
-		failed:   sv.state == stateFailed,
-		enabled:  sv.enabled,
-		quitting: sv.quitting,
-		idle:     live == 0 && sv.custody.empty(),
-	})
-}
-
 // stopRecord is the stop under way (active) and the last one that ended.
 type stopRecord struct {
 	active bool
@@ -763,82 +732,6 @@ func (sv *service) stopEnded(now time.Time) {
 	}
 	sv.stop.active = false
 	sv.stop.last = &LastStop{At: now, Took: now.Sub(sv.stop.from), Killed: sv.stop.killed}
-}
-
-// endKind says how a service ended for good by its own rules.
-type endKind uint8
-
-const (
-	endNone endKind = iota
-	endDone
-	endFailed
-)
-
-// verdict is a service's end for good: restart policy or retries.
-type verdict struct {
-	kind   endKind
-	reason string
-	code   int // the last exit status, as a shell reports it
-}
-
-func (e verdict) state() state {
-	if e.kind == endFailed {
-		return stateFailed
-	}
-	return stateDone
-}
-
-// policy applies restart=, retries= after an instance of a daemon or
-// listener ended that metad did not ask to stop.
-func (sv *service) policy(end ending) {
-	if end.asked || sv.quitting || sv.end.kind != endNone {
-		return
-	}
-	failed := end.outcome != Clean
-	code := end.exit.Code()
-	if s, ok := end.exit.Signaled(); ok {
-		code = 128 + int(s)
-	}
-	status := end.exit.String()
-	if end.exit.PID == 0 {
-		status = "its daemon was not found"
-	}
-	switch {
-	case sv.conf.Class == conffmt.Daemon && sv.conf.Restart == conffmt.RestartNever && failed:
-		sv.end = verdict{endFailed, "ended (" + status + ") and restart=never", code}
-	case sv.conf.Class == conffmt.Daemon && sv.conf.Restart != conffmt.RestartAlways && !failed:
-		sv.end = verdict{endDone, "ended (" + status + ")", code}
-	case sv.conf.Retries > 0 && sv.backoff.crashes >= sv.conf.Retries:
-		sv.end = verdict{endFailed, strconv.Itoa(sv.backoff.crashes) + " crashes in a row (retries=" + strconv.Itoa(sv.conf.Retries) + "), the last " + status, code}
-	default:
-		return
-	}
-	ev := sv.log.Info()
-	if sv.end.kind == endFailed {
-		ev = sv.log.Warn()
-	}
-	ev.Str("reason", sv.end.reason).Msg("ended for good")
-}
-
-// again clears an end for good: a manual start, enable or reload tries
-// the service again.
-func (sv *service) again() {
-	if sv.end.kind != endNone {
-		sv.end = verdict{}
-		sv.backoff.reset()
-	}
-}
-
-// ended reports the service's end for good to metad, once, as the state
-// becomes done or failed.
-func (sv *service) reportEnd() {
-	if f := sv.sup.cfg.Ended; f != nil {
-		a := sv.conf.OnSuccess
-		if sv.end.kind == endFailed {
-			a = sv.conf.OnFailure
-		}
-		f(End{Service: sv.conf.Name, Failed: sv.end.kind == endFailed, Code: sv.end.code, Action: a, Reason: sv.end.reason})
-	}
 }
 
 // status returns a snapshot for list.
