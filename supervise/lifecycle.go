@@ -47,14 +47,8 @@ func (sv *service) policy(end ending) {
 	if end.exit.PID == 0 {
 		status = "its daemon was not found"
 	}
-	switch {
-	case sv.conf.Class == conffmt.Daemon && sv.conf.Restart == conffmt.RestartNever && failed:
-		sv.end = verdict{endFailed, "ended (" + status + ") and restart=never", code}
-	case sv.conf.Class == conffmt.Daemon && sv.conf.Restart != conffmt.RestartAlways && !failed:
-		sv.end = verdict{endDone, "ended (" + status + ")", code}
-	case sv.conf.Retries > 0 && sv.backoff.crashes >= sv.conf.Retries:
-		sv.end = verdict{endFailed, strconv.Itoa(sv.backoff.crashes) + " crashes in a row (retries=" + strconv.Itoa(sv.conf.Retries) + "), the last " + status, code}
-	default:
+	sv.end = verdictOf(&sv.conf, sv.backoff.crashes, failed, status, code)
+	if sv.end.kind == endNone {
 		return
 	}
 	ev := sv.log.Info()
@@ -83,4 +77,23 @@ func (sv *service) reportEnd() {
 		}
 		f(End{Service: sv.conf.Name, Failed: sv.end.kind == endFailed, Code: sv.end.code, Action: a, Reason: sv.end.reason})
 	}
+}
+
+// verdictOf is the restart policy of service c (SPEC §8): what the end of
+// a run metad did not ask for makes of the service, given how it ended
+// (failed, its status and exit code) and the crashes in a row counted
+// with it. A daemon's restart=never ends it either way, on-failure after
+// a clean end; retries= ends any service after that many crashes in a
+// row.
+func verdictOf(c *conffmt.Service, crashes int, failed bool, status string, code int) verdict {
+	daemon := c.Class == conffmt.Daemon
+	switch {
+	case daemon && c.Restart == conffmt.RestartNever && failed:
+		return verdict{endFailed, "ended (" + status + ") and restart=never", code}
+	case daemon && c.Restart != conffmt.RestartAlways && !failed:
+		return verdict{endDone, "ended (" + status + ")", code}
+	case c.Retries > 0 && crashes >= c.Retries:
+		return verdict{endFailed, strconv.Itoa(crashes) + " crashes in a row (retries=" + strconv.Itoa(c.Retries) + "), the last " + status, code}
+	}
+	return verdict{}
 }
