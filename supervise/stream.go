@@ -457,6 +457,9 @@ func (s *streamClass) ended(inst *instance, end ending) {
 	default:
 		s.cleared(inst.remote.addr)
 	}
+	// retries= counts the service-wide crashes only, those that came from
+	// several addresses: no one client can make the service fail.
+	s.sv.policy(end)
 	s.admit(now)
 }
 

@@ -325,3 +325,52 @@ func TestStreamAdmissionReload(t *testing.T) {
 		shutdown(t, r.s)
 	})
 }
+
+// TestStreamRetries: retries= fails a stream service only on crashes
+// that count toward the service's backoff, those from several addresses:
+// one client crashing every connection cannot make it fail.
+func TestStreamRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := clients[0], clients[1]
+		f := newFakeProcs()
+		svc := streamService("s", 7000, 8)
+		svc.Retries = 2
+		r := newStreamRig(t, f, svc)
+		for range 5 { // one address: its crashes are its own
+			if !r.connect(a) {
+				t.Fatal("a not served")
+			}
+			f.end(f.pids()[0], exitCode(1))
+			synctest.Wait()
+			time.Sleep(time.Minute) // past its hold
+			synctest.Wait()
+		}
+		if st := r.status(); st.State == "failed" {
+			t.Fatalf("failed on the crashes of one address: %+v", st)
+		}
+		for _, addr := range []netip.Addr{a, b, a, b} {
+			if !r.fs.connect(7000, addr) {
+				break // the socket is closed: it failed
+			}
+			synctest.Wait()
+			pids := f.pids()
+			if len(pids) == 0 {
+				time.Sleep(time.Minute) // the service's own hold
+				synctest.Wait()
+				if pids = f.pids(); len(pids) == 0 {
+					break
+				}
+			}
+			f.end(pids[0], exitCode(1))
+			synctest.Wait()
+		}
+		st := r.status()
+		if st.State != "failed" || st.Ready {
+			t.Fatalf("after crashes from two addresses: got state %s (%s), want failed", st.State, st.Reason)
+		}
+		if r.fs.connect(7000, b) {
+			t.Error("a failed stream service still listens")
+		}
+		shutdown(t, r.s)
+	})
+}
