@@ -10,15 +10,17 @@
 package probe
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -106,42 +108,99 @@ func connect(ctx context.Context, addr string, timeout time.Duration) error {
 }
 
 func get(ctx context.Context, rawURL string, timeout time.Duration) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	status, err := ask(ctx, rawURL)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", rawURL, err)
-	}
-	req.Header.Set("User-Agent", "metad")
-	resp, err := client().Do(req)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
 		return fmt.Errorf("GET %s: %w", rawURL, cause(ctx, err, timeout))
 	}
-	defer resp.Body.Close()
-	// The answer is the status; the body is read (a little) only so
-	// that the server sees a client that took its answer.
-	io.Copy(io.Discard, io.LimitReader(resp.Body, bodyLimit))
-	if resp.StatusCode < 200 || resp.StatusCode > 399 {
-		return fmt.Errorf("GET %s: %s", rawURL, resp.Status)
+	if code := status.code; code < 200 || code > 399 {
+		return fmt.Errorf("GET %s: %s", rawURL, status.text)
 	}
 	return nil
 }
 
-// client returns an HTTP client for one probe: nothing is shared between
-// probes, and no connection outlives one.
-func client() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:              nil, // a check asks the service itself, never through HTTP_PROXY
-			DialContext:        (&net.Dialer{}).DialContext,
-			DisableKeepAlives:  true,
-			DisableCompression: true,
-			TLSClientConfig:    &tls.Config{InsecureSkipVerify: true},
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+// httpStatus is the status line of an HTTP answer.
+type httpStatus struct {
+	code int
+	text string // "500 Internal Server Error"
+}
+
+// ask sends one GET for rawURL on a connection of its own and reads the
+// status line of the answer, then at most bodyLimit bytes more, so that
+// the server sees a client that took its answer; it closes the
+// connection. It is HTTP/1.1 with "Connection: close", which every
+// server speaks: the checks need a status, not a client that follows
+// redirects, pools connections or goes through a proxy.
+func ask(ctx context.Context, rawURL string) (httpStatus, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return httpStatus{}, err
 	}
+	secure := u.Scheme == "https"
+	if !secure && u.Scheme != "http" {
+		return httpStatus{}, fmt.Errorf("unsupported scheme %q", u.Scheme)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if secure {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return httpStatus{}, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if secure {
+		c = tls.Client(c, &tls.Config{InsecureSkipVerify: true, ServerName: u.Hostname()})
+	}
+	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: metad\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		return httpStatus{}, err
+	}
+	br := bufio.NewReaderSize(c, 512)
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errors.New("connection closed before an answer")
+		}
+		return httpStatus{}, err
+	}
+	st, err := parseStatus(string(line))
+	if err != nil {
+		return httpStatus{}, err
+	}
+	io.CopyN(io.Discard, br, bodyLimit)
+	return st, nil
+}
+
+// parseStatus reads an HTTP/1.x status line: "HTTP/1.1 200 OK\r\n".
+func parseStatus(line string) (httpStatus, error) {
+	line = strings.TrimRight(line, "\r\n")
+	proto, rest, ok := strings.Cut(line, " ")
+	if !ok || !strings.HasPrefix(proto, "HTTP/1.") {
+		return httpStatus{}, fmt.Errorf("not an HTTP answer: %q", truncate(line, 64))
+	}
+	code, _, _ := strings.Cut(rest, " ")
+	n, err := strconv.Atoi(code)
+	if err != nil || len(code) != 3 || n < 100 {
+		return httpStatus{}, fmt.Errorf("bad HTTP status line: %q", truncate(line, 64))
+	}
+	return httpStatus{code: n, text: strings.TrimSpace(rest)}, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 // noAnswer is the error of a probe that ran out of time.

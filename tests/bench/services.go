@@ -90,7 +90,7 @@ func (b *bench) superviseMetad(dir string, svcs []service, netArgs string) (*sup
 		argv:      argv,
 		statusCmd: "metac list",
 		status: func(want int) error {
-			return expectLines(query, "running", want)
+			return expectLines(query, "ready", want)
 		},
 	}, nil
 }
@@ -514,7 +514,7 @@ func (b *bench) benchList() error {
 				argv = remote
 			}
 			t := time.Now()
-			err := expectLines(argv, "running", b.many)
+			err := expectLines(argv, "ready", b.many)
 			d := ms(time.Since(t))
 			switch {
 			case err != nil && which == "net":
