@@ -50,6 +50,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzResendBody -fuzztime=$(FUZZTIME) ./netctl
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./netctl/metac
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./supervise/notify
+	$(GO) test -run='^$$' -fuzz=FuzzParseStatus -fuzztime=$(FUZZTIME) ./supervise/probe
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeState -fuzztime=$(FUZZTIME) ./supervise/daemon
 	$(GO) test -run='^$$' -fuzz=FuzzParseAnswer -fuzztime=$(FUZZTIME) ./supervise/daemon
 

@@ -445,3 +445,43 @@ func TestTail(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStatus(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		code int
+		text string
+		bad  bool
+	}{
+		{line: "HTTP/1.1 200 OK\r\n", code: 200, text: "200 OK"},
+		{line: "HTTP/1.0 302 Found\n", code: 302, text: "302 Found"},
+		{line: "HTTP/1.1 503\r\n", code: 503, text: "503"},
+		{line: "HTTP/1.1 500 Internal Server Error\r\n", code: 500, text: "500 Internal Server Error"},
+		{line: "HTTP/2 200\r\n", bad: true},
+		{line: "SSH-2.0-OpenSSH_9.2\r\n", bad: true},
+		{line: "HTTP/1.1 2000 OK\r\n", bad: true},
+		{line: "HTTP/1.1 abc OK\r\n", bad: true},
+		{line: "HTTP/1.1 099 Low\r\n", bad: true},
+		{line: "\r\n", bad: true},
+	} {
+		got, err := parseStatus(tt.line)
+		switch {
+		case tt.bad && err == nil:
+			t.Errorf("%q: got %+v, want an error", tt.line, got)
+		case !tt.bad && (err != nil || got.code != tt.code || got.text != tt.text):
+			t.Errorf("%q: got %+v, %v, want %d %q", tt.line, got, err, tt.code, tt.text)
+		}
+	}
+}
+
+func FuzzParseStatus(f *testing.F) {
+	for _, s := range []string{"HTTP/1.1 200 OK\r\n", "HTTP/1.0 404\n", "HTTP/1.1  200", "garbage"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		st, err := parseStatus(line)
+		if err == nil && (st.code < 100 || st.code > 999 || !strings.HasPrefix(line, "HTTP/1.")) {
+			t.Errorf("%q: got %+v, want an error", line, st)
+		}
+	})
+}
