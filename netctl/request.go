@@ -376,8 +376,9 @@ func (h *Handler) list(names []string) (Reply, error) {
 	return Reply{Services: svcs}, nil
 }
 
-// status is list with every detail: the last start error and the last
-// lines of output too.
+// status is list with every detail: the last start error, the last
+// lines of output and the timeouts too (what metac's waits are bounded
+// by), which list leaves out to keep the listing of many services short.
 func (h *Handler) status(names []string) (Reply, error) {
 	st, err := h.Controller.List(names...)
 	if err != nil {
@@ -385,15 +386,21 @@ func (h *Handler) status(names []string) (Reply, error) {
 	}
 	svcs := make([]Service, 0, len(st))
 	for _, s := range st {
-		svc := serviceOf(s)
-		svc.StartError, svc.Output = s.StartError, s.Output
-		if !s.StartErrorAt.IsZero() {
-			at := s.StartErrorAt
-			svc.StartErrorAt = &at
-		}
-		svcs = append(svcs, svc)
+		svcs = append(svcs, detailsOf(s))
 	}
 	return Reply{Services: svcs}, nil
+}
+
+// detailsOf is serviceOf with what status adds.
+func detailsOf(s supervise.Status) Service {
+	svc := serviceOf(s)
+	svc.StartError, svc.Output = s.StartError, s.Output
+	svc.ReadyTimeout, svc.StopTimeout = s.ReadyTimeout.Seconds(), s.StopTimeout.Seconds()
+	if !s.StartErrorAt.IsZero() {
+		at := s.StartErrorAt
+		svc.StartErrorAt = &at
+	}
+	return svc
 }
 
 // serviceOf converts the supervisor's snapshot for the wire.
@@ -415,8 +422,6 @@ func serviceOf(s supervise.Status) Service {
 		Exits:     s.Exits,
 
 		NotifyStatus: s.Notify,
-		ReadyTimeout: s.ReadyTimeout.Seconds(),
-		StopTimeout:  s.StopTimeout.Seconds(),
 		Health:       s.Health,
 		HealthError:  s.HealthError,
 		CheckFails:   s.CheckFails,

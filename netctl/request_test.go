@@ -194,14 +194,18 @@ func TestHandlerReplies(t *testing.T) {
 	}
 }
 
-// TestServiceOfLifecycle: readiness, timeouts, the last stop, health and
-// admission go on the wire in the units and names of docs/protocol.md.
+// TestServiceOfLifecycle: readiness, timeouts (status only), the last
+// stop, health and admission go on the wire in the units and names of
+// docs/protocol.md.
 func TestServiceOfLifecycle(t *testing.T) {
 	st := supervise.Status{Name: "web", Class: conffmt.Daemon, State: "ready", Ready: true, Notify: "serving",
 		ReadyTimeout: 90 * time.Second, StopTimeout: 2500 * time.Millisecond,
 		LastStop: &supervise.LastStop{At: testTime, Took: 2010 * time.Millisecond, Killed: true},
 		Health:   "unhealthy", HealthError: "HTTP 500", CheckFails: 3, Unhealthy: 2}
-	got := serviceOf(st)
+	if list := serviceOf(st); list.ReadyTimeout != 0 || list.StopTimeout != 0 {
+		t.Errorf("list: got timeouts %v and %v, want them left out", list.ReadyTimeout, list.StopTimeout)
+	}
+	got := detailsOf(st)
 	ready := true
 	want := Service{Name: "web", Class: "daemon", State: "ready", Instances: []Instance{}, Ready: &ready, NotifyStatus: "serving", ReadyTimeout: 90, StopTimeout: 2.5,
 		LastStop: &LastStop{At: testTime, Took: 2.01, Killed: true}, Health: "unhealthy", HealthError: "HTTP 500", CheckFails: 3, Unhealthy: 2}
