@@ -150,19 +150,22 @@ func (l *listenerClass) watch() {
 	l.watcher = w
 	lfd, ready := l.lfd, l.ready
 	go func() {
-		defer close(w.done)
-		defer unix.Close(p[0])
 		fds := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}, {Fd: int32(p[0]), Events: unix.POLLIN}}
+		var err error
 		for {
-			_, err := unix.Poll(fds, -1)
-			if errors.Is(err, unix.EINTR) {
-				continue
+			if _, err = unix.Poll(fds, -1); !errors.Is(err, unix.EINTR) {
+				break
 			}
-			if err == nil && fds[1].Revents == 0 && fds[0].Revents != 0 {
-				w.saw = true
-				nudge(ready)
-			}
-			return
+		}
+		unix.Close(p[0])
+		cancelled := err == nil && fds[1].Revents != 0
+		w.saw = err == nil && !cancelled && fds[0].Revents != 0
+		// done before the wake-up: the service takes a wake-up whose
+		// watcher is not done yet for a stale one, and would miss the
+		// connection.
+		close(w.done)
+		if !cancelled {
+			nudge(ready)
 		}
 	}()
 }
