@@ -1,8 +1,6 @@
 package supervise
 
 import (
-	"context"
-	"fmt"
 	"strconv"
 	"syscall"
 	"time"
@@ -33,7 +31,11 @@ type health struct {
 func (sv *service) startHealth(inst *instance, now time.Time) {
 	c := &sv.conf
 	if c.Check.Kind != conffmt.ProbeNone && inst.health.checker == nil {
-		inst.health.checker = sv.runChecks(inst.pid, c.Check, c.CheckEvery, c.CheckTimeout)
+		pid := inst.pid
+		inst.health.checker = sv.probeEvery(c.Check, c.CheckEvery, c.CheckEvery, c.CheckTimeout, func(err error) bool {
+			sv.events.put(event{kind: evHealth, pid: pid, err: err})
+			return true
+		})
 	}
 	if c.Watchdog > 0 && c.Ready.Kind == conffmt.ReadyNotify && inst.health.watchdog.IsZero() {
 		inst.health.watchdog = now.Add(c.Watchdog)
@@ -44,44 +46,6 @@ func (sv *service) startHealth(inst *instance, now time.Time) {
 func (sv *service) stopHealth(inst *instance) {
 	inst.health.checker.cancel()
 	inst.health.checker = nil
-}
-
-// runChecks runs the check of instance pid every period, each bounded by
-// timeout, reporting each result, until stopped.
-func (sv *service) runChecks(pid int, p conffmt.Probe, every, timeout time.Duration) *helper {
-	run := sv.sup.probe
-	proc := sv.spec.probeProc()
-	return sv.goHelper(func(stop <-chan struct{}) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		t := time.NewTimer(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			tctx, tcancel := context.WithTimeout(ctx, timeout)
-			err := run(tctx, p, proc)
-			if err != nil && tctx.Err() == context.DeadlineExceeded {
-				err = fmt.Errorf("%s: no answer in %v", p.Text, timeout)
-			}
-			tcancel()
-			if ctx.Err() != nil {
-				return
-			}
-			sv.events.put(event{kind: evHealth, pid: pid, err: err})
-			t.Reset(every)
-		}
-	})
 }
 
 // healthEvent counts one check's result.

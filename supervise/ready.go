@@ -197,21 +197,36 @@ func (sv *service) readLine(pid, fd, n int) *helper {
 }
 
 // tryReady runs the readiness probe of instance pid every readyRetry
-// until it succeeds or the helper is stopped.
+// until it succeeds or the helper is stopped, reporting each failure.
 func (sv *service) tryReady(pid int, p conffmt.Probe) *helper {
-	run := sv.sup.probe
-	proc := sv.spec.probeProc()
+	return sv.probeEvery(p, 0, readyRetry, max(readyRetry, time.Second), func(err error) bool {
+		if err == nil {
+			sv.events.put(event{kind: evReady, pid: pid})
+			return false
+		}
+		sv.events.put(event{kind: evProbe, pid: pid, err: err})
+		return true
+	})
+}
+
+// probeEvery runs probe p as the service's programs run (its
+// environment, directory and user), first after first, then every
+// period, each try bounded by timeout, and hands each result to report,
+// which says whether to go on. It ends when report says so or the helper
+// is stopped; a try under way is then cancelled.
+func (sv *service) probeEvery(p conffmt.Probe, first, period, timeout time.Duration, report func(err error) bool) *helper {
+	run, proc := sv.sup.probe, sv.spec.probeProc()
 	return sv.goHelper(func(stop <-chan struct{}) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		go func() {
+		go func() { // ends with the helper: cancel ends ctx
 			select {
 			case <-stop:
 				cancel()
 			case <-ctx.Done():
 			}
 		}()
-		t := time.NewTimer(0)
+		t := time.NewTimer(first)
 		defer t.Stop()
 		for {
 			select {
@@ -219,18 +234,13 @@ func (sv *service) tryReady(pid int, p conffmt.Probe) *helper {
 				return
 			case <-t.C:
 			}
-			tctx, tcancel := context.WithTimeout(ctx, max(readyRetry, time.Second))
+			tctx, tcancel := context.WithTimeout(ctx, timeout)
 			err := run(tctx, p, proc)
 			tcancel()
-			if err == nil {
-				sv.events.put(event{kind: evReady, pid: pid})
+			if ctx.Err() != nil || !report(err) {
 				return
 			}
-			if ctx.Err() != nil {
-				return
-			}
-			sv.events.put(event{kind: evProbe, pid: pid, err: err})
-			t.Reset(readyRetry)
+			t.Reset(period)
 		}
 	})
 }
