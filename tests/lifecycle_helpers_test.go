@@ -287,28 +287,21 @@ func (p *parentSocket) index(match func(string) bool) int {
 // position and the datagram; it fails the test after waitLimit.
 func (p *parentSocket) wait(what string, match func(string) bool) (int, datagram) {
 	p.t.Helper()
-	timer := time.AfterFunc(waitLimit, func() {
-		p.mu.Lock()
-		p.cond.Broadcast()
-		p.mu.Unlock()
+	i := -1
+	condWait(&p.mu, p.cond, waitLimit, func() bool {
+		i = slices.IndexFunc(p.got, func(d datagram) bool { return match(d.text) })
+		return i >= 0
 	})
-	defer timer.Stop()
-	deadline := time.Now().Add(waitLimit)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for {
-		if i := slices.IndexFunc(p.got, func(d datagram) bool { return match(d.text) }); i >= 0 {
-			return i, p.got[i]
+	if i < 0 {
+		texts := make([]string, len(p.got))
+		for k, d := range p.got {
+			texts[k] = fmt.Sprintf("%q", d.text)
 		}
-		if time.Now().After(deadline) {
-			texts := make([]string, len(p.got))
-			for i, d := range p.got {
-				texts[i] = fmt.Sprintf("%q", d.text)
-			}
-			p.t.Fatalf("timed out after %v waiting for %s on the parent NOTIFY_SOCKET; got [%s]", waitLimit, what, strings.Join(texts, " "))
-		}
-		p.cond.Wait()
+		p.t.Fatalf("timed out after %v waiting for %s on the parent NOTIFY_SOCKET; got [%s]", waitLimit, what, strings.Join(texts, " "))
 	}
+	return i, p.got[i]
 }
 
 // await waits for the n-th (from 1) log event that matches and returns

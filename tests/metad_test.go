@@ -198,20 +198,27 @@ func (m *instance) until(limit time.Duration, what string, cond func() bool) {
 // waitCond waits until cond holds, with the lock held while it is
 // checked, or until limit has passed; it reports whether cond held.
 func (m *instance) waitCond(limit time.Duration, cond func() bool) bool {
+	return condWait(&m.mu, m.cond, limit, cond)
+}
+
+// condWait waits on c, whose lock is mu, until cond holds (checked with
+// mu held) or limit has passed, and reports whether cond held. Whoever
+// changes what cond reads must Broadcast c.
+func condWait(mu *sync.Mutex, c *sync.Cond, limit time.Duration, cond func() bool) bool {
 	timer := time.AfterFunc(limit, func() {
-		m.mu.Lock()
-		m.cond.Broadcast()
-		m.mu.Unlock()
+		mu.Lock()
+		c.Broadcast()
+		mu.Unlock()
 	})
 	defer timer.Stop()
 	deadline := time.Now().Add(limit)
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}
-		m.cond.Wait()
+		c.Wait()
 	}
 	return true
 }
